@@ -1,0 +1,42 @@
+# Set-up and the two commands the README shows: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+DATA_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: run test data clean-venv
+
+# The venv is rebuilt only when a requirements file changes.
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# The real data from Debian's package where we can install it (root with apt-get);
+# elsewhere the runner falls back to Keras' own downloader.
+data:
+	@if [ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  echo "data: $(DATA_DIR) is there"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null \
+	  && echo "data: installed dataset-fashion-mnist into $(DATA_DIR)" \
+	  || echo "data: apt-get could not install dataset-fashion-mnist; Keras' downloader will be tried"; \
+	else \
+	  echo "data: no apt-get as root here; the runner will use --data-dir or Keras' downloader"; \
+	fi
+
+run: $(VENV)/.installed data
+	$(PY) fashion_mnist_cnn.py $(ARGS)
+
+test: $(VENV)/.installed-dev data
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,560 @@
+"""Which design choices make a small CNN good on Fashion-MNIST?
+
+Trains one custom Keras CNN per combination of three design choices -- ReLU vs
+LeakyReLU, max pooling vs strided convolution, Adam vs SGD with momentum -- on the
+real Fashion-MNIST data, evaluates each on the test set and writes a results table
+and figures to --output-dir.
+
+    python fashion_mnist_cnn.py                       # all 8 variants, full data
+    python fashion_mnist_cnn.py --quick               # a few minutes, same outputs
+    python fashion_mnist_cnn.py --optimizer adam --activation relu --epochs 5
+    python fashion_mnist_cnn.py --list-variants       # names and parameter counts
+    python fashion_mnist_cnn.py --report-only         # redraw figures, no training
+
+Runs are resumable: rerun the same command after an interruption and finished runs
+are skipped, an interrupted run continues from its last finished epoch.
+"""
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import fcntl
+import gzip
+import itertools
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner out of logs
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers  # noqa: E402
+from sklearn.metrics import classification_report, confusion_matrix, log_loss  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+import visualization_utils  # noqa: E402
+
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {  # split -> (images file, labels file), the official names
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+SPLIT_SIZES = {"train": 60000, "test": 10000}
+MAX_TRAINABLE_PARAMS = 1_000_000
+FACTORS = {  # factor -> its two levels; the grid is their product
+    "activation": ("relu", "leakyrelu"),
+    "downsampling": ("maxpool", "strided"),
+    "optimizer": ("adam", "sgd"),
+}
+DISPLAY = {"relu": "ReLU", "leakyrelu": "LeakyReLU", "maxpool": "MaxPool",
+           "strided": "Strided", "adam": "Adam", "sgd": "SGD"}
+LEAKY_SLOPE = 0.1        # LeakyReLU's negative slope (Keras' default 0.3 is unusually leaky)
+PEAK_LR = {"adam": 2e-3, "sgd": 0.05}  # peak of the warm-up + cosine schedule, per optimizer
+WEIGHT_DECAY = {"adam": 1e-4, "sgd": 5e-4}  # decoupled weight decay (AdamW-style for Adam)
+WARMUP_EPOCHS = 1        # linear warm-up before the cosine decay
+QUICK = dict(subset=6000, epochs=3)  # --quick: the same outputs in a few minutes
+
+
+class DataError(Exception):
+    """Missing or malformed data; the message names the file and what is wrong."""
+
+
+# ----------------------------------------------------------------------------- data
+
+def read_idx(path, expected_magic):
+    """Read one IDX file (gzip or raw) into a uint8 array, checking its header and size."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        raw = gzip.open(path).read() if gz else path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError) as e:  # truncated or corrupt gzip stream
+        raise DataError(f"{path}: cannot decompress ({e})") from None
+    if len(raw) < 8:
+        raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected_magic:
+        raise DataError(f"{path}: wrong magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) != header + math.prod(shape):
+        raise DataError(f"{path}: size {len(raw)} bytes does not match header shape {shape} "
+                        f"({header + math.prod(shape)} bytes); truncated or corrupt")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def find_idx_file(data_dir, stem):
+    for name in (stem + ".gz", stem):
+        if (Path(data_dir) / name).is_file():
+            return Path(data_dir) / name
+    raise DataError(f"{Path(data_dir) / (stem + '.gz')}: file not found (nor uncompressed {stem})")
+
+
+def load_split(data_dir, split):
+    """Images (N, 28, 28) uint8 and labels (N,) uint8 of one split, checked."""
+    images_stem, labels_stem = IDX_FILES[split]
+    images_path, labels_path = find_idx_file(data_dir, images_stem), find_idx_file(data_dir, labels_stem)
+    images, labels = read_idx(images_path, 0x803), read_idx(labels_path, 0x801)
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{images_path}: images are {images.shape[1:]}, expected (28, 28)")
+    if len(images) != SPLIT_SIZES[split]:
+        raise DataError(f"{images_path}: {len(images)} images, expected {SPLIT_SIZES[split]}")
+    if len(labels) != len(images):
+        raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images")
+    if labels.max() >= len(CLASS_NAMES):
+        raise DataError(f"{labels_path}: label {labels.max()} out of range 0-{len(CLASS_NAMES) - 1}")
+    return images, labels
+
+
+def load_fashion_mnist(data_dir=None):
+    """(x_train, y_train), (x_test, y_test) as uint8, from the first source that has them.
+
+    Look-up order: --data-dir, the Debian package's folder, then Keras' cache/downloader.
+    A folder that exists but holds bad files is an error, not a reason to look elsewhere.
+    """
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise DataError(f"{data_dir}: --data-dir is not a folder")
+        return load_split(data_dir, "train"), load_split(data_dir, "test")
+    if SYSTEM_DATA_DIR.is_dir():
+        return load_split(SYSTEM_DATA_DIR, "train"), load_split(SYSTEM_DATA_DIR, "test")
+    try:
+        return keras.datasets.fashion_mnist.load_data()
+    except Exception as e:  # Keras raises several kinds for "offline"; all mean the same here
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets/fashion-mnist"
+        raise DataError(
+            f"no Fashion-MNIST data found: looked in {SYSTEM_DATA_DIR} and {cache}, and Keras' "
+            f"download failed ({type(e).__name__}). Install it with "
+            f"'apt-get install dataset-fashion-mnist', pass --data-dir DIR holding the four IDX "
+            f"files, or go online so Keras can download it") from None
+
+
+def prepare_data(data_dir, subset, val_fraction, seed):
+    """Scaled (N, 28, 28, 1) float32 arrays: a stratified train/validation split and the test set."""
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(data_dir)
+    if subset:
+        x_train, _, y_train, _ = train_test_split(
+            x_train, y_train, train_size=subset, stratify=y_train, random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_train, y_train, test_size=val_fraction, stratify=y_train, random_state=seed)
+    scale = lambda x: (x.astype(np.float32) / 255.0)[..., None]  # noqa: E731
+    return {"train": (scale(x_train), y_train.astype(np.int32)),
+            "val": (scale(x_val), y_val.astype(np.int32)),
+            "test": (scale(x_test), y_test.astype(np.int32))}
+
+
+def make_dataset(x, y, batch_size, training, seed):
+    """tf.data pipeline: in memory, shuffled and flipped for training, prefetched."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training:  # clothes are left-right symmetric: a free extra view of every image
+        flip = keras.layers.RandomFlip("horizontal", seed=seed)
+        ds = ds.map(lambda xb, yb: (flip(xb, training=True), yb), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- models
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Variant:
+    activation: str    # relu | leakyrelu
+    downsampling: str  # maxpool | strided
+    optimizer: str     # adam | sgd
+
+    @property
+    def name(self):
+        return "CNN_" + "_".join(DISPLAY[v] for v in dataclasses.astuple(self))
+
+
+def variant_grid(activations, downsamplings, optimizers):
+    return [Variant(*levels) for levels in itertools.product(activations, downsamplings, optimizers)]
+
+
+def build_model(variant):
+    """The CNN of one variant, with named layers so figures can find them.
+
+    Two conv blocks (32, 32 then 64, 64 filters, 3x3, 'same', each conv followed by batch
+    norm and the activation), each ending in a downsampling (2x2 max pooling or a learned
+    3x3 stride-2 convolution) and dropout 0.25. One more downsampling of the same kind
+    takes 7x7 to 4x4 so that the flattened vector is 4*4*64 = 1024 and the 512-unit dense
+    layer stays near 0.5M weights (at 7x7 it would be 1.6M and break the 1M budget).
+    """
+
+    def activation(name):
+        if variant.activation == "relu":
+            return layers.ReLU(name=name)
+        return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=name)
+
+    def downsample(x, filters, name):
+        if variant.downsampling == "maxpool":
+            return layers.MaxPooling2D(2, padding="same", name=name)(x)
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return activation(f"{name}_act")(x)
+
+    inputs = keras.Input(shape=(28, 28, 1), name="image")
+    x, conv = inputs, 0
+    for block, filters in enumerate((32, 64), start=1):
+        for _ in range(2):
+            conv += 1
+            # no bias: batch norm's beta does its job
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{conv}")(x)
+            x = layers.BatchNormalization(name=f"bn{conv}")(x)
+            x = activation(f"act{conv}")(x)
+        x = downsample(x, filters, f"down{block}")  # 28 -> 14 -> 7
+        x = layers.Dropout(0.25, name=f"dropout{block}")(x)
+    x = downsample(x, 64, "down3")  # 7x7x64 -> 4x4x64
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, name="dense")(x)
+    x = activation("dense_act")(x)
+    x = layers.Dropout(0.5, name="dense_dropout")(x)
+    outputs = layers.Dense(10, activation="softmax", dtype="float32", name="softmax")(x)
+    model = keras.Model(inputs, outputs, name=variant.name)
+    n_params = trainable_params(model)
+    if n_params >= MAX_TRAINABLE_PARAMS:
+        raise ValueError(f"{variant.name} has {n_params:,} trainable parameters, "
+                         f"over the budget of {MAX_TRAINABLE_PARAMS:,}")
+    return model
+
+
+def trainable_params(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def make_optimizer(variant, steps_per_epoch, epochs, lr_scale=1.0):
+    """Warm-up then cosine decay to zero; Adam(W) or Nesterov SGD with momentum 0.9."""
+    peak = PEAK_LR[variant.optimizer] * lr_scale
+    warmup = min(WARMUP_EPOCHS * steps_per_epoch, max(epochs * steps_per_epoch - 1, 0))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else peak, warmup_target=peak if warmup else None,
+        warmup_steps=warmup, decay_steps=max(epochs * steps_per_epoch - warmup, 1))
+    if variant.optimizer == "adam":
+        return keras.optimizers.AdamW(schedule, weight_decay=WEIGHT_DECAY["adam"])
+    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                weight_decay=WEIGHT_DECAY["sgd"])
+
+
+# ----------------------------------------------------------------------------- files
+
+def atomic_write(path, text):
+    """Write text to path via a temp file, fsync and rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save_npz(path, **arrays):
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".pred.", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez_compressed(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_history(path):
+    """Per-epoch rows of CSVLogger's file; after a resume an epoch may repeat: keep the last."""
+    if not Path(path).exists():
+        return []
+    with open(path) as f:
+        rows = {int(r["epoch"]): {k: float(v) for k, v in r.items()} for r in csv.DictReader(f)}
+    return [rows[e] for e in sorted(rows)]
+
+
+RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "seed", "status",
+                  "trainable_params", "epochs_run", "best_epoch", "train_accuracy", "train_loss",
+                  "val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_seconds"]
+
+
+def finished_runs(output_dir):
+    """metrics.json of every finished (or failed) run under output_dir/runs, best first."""
+    runs = [json.loads(p.read_text()) for p in Path(output_dir).glob("runs/*/seed*/metrics.json")]
+    return sorted(runs, key=lambda r: (r["status"] != "ok", -(r.get("val_accuracy") or 0), r["name"]))
+
+
+def write_results_table(output_dir):
+    """Rebuild results.csv/json from every finished run; a lock keeps concurrent writers whole."""
+    output_dir = Path(output_dir)
+    with open(output_dir / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [{k: run.get(k) for k in RESULT_COLUMNS} for run in finished_runs(output_dir)]
+        atomic_write(output_dir / "results.json", json.dumps(rows, indent=2) + "\n")
+        with tempfile.SpooledTemporaryFile(mode="w+") as buf:
+            writer = csv.DictWriter(buf, RESULT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+            buf.seek(0)
+            atomic_write(output_dir / "results.csv", buf.read())
+    return rows
+
+
+# ----------------------------------------------------------------------------- training
+
+def run_settings(args):
+    """What makes two runs of a variant comparable; stored with every run."""
+    return {k: getattr(args, k) for k in
+            ("epochs", "batch_size", "subset", "val_fraction", "precision", "tta", "lr_scale")}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds each epoch's wall time to the logs, and so to history.csv."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["seconds"] = time.time() - self.started
+
+
+def train_and_evaluate(variant, seed, data, args, run_dir):
+    """Train one run (resuming if it was interrupted), evaluate it, save everything."""
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    train_ds = make_dataset(x_train, y_train, args.batch_size, training=True, seed=seed)
+    val_ds = make_dataset(x_val, y_val, args.batch_size, training=False, seed=seed)
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+
+    model = build_model(variant)
+    model.compile(optimizer=make_optimizer(variant, steps_per_epoch, args.epochs, args.lr_scale),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history_path, best_path = run_dir / "history.csv", run_dir / "best.keras"
+    past = read_history(history_path)  # non-empty only when resuming
+    best_so_far = max((r["val_accuracy"] for r in past), default=None)
+    callbacks = [
+        EpochTimer(),  # first, so CSVLogger writes its "seconds" column
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        # initial_value_threshold: a resumed run must not forget the best epoch it already saw
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),  # last: saves a finished epoch
+    ]
+    if len(past) < args.epochs or not best_path.exists():  # else killed while evaluating
+        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
+                  shuffle=False,  # the dataset shuffles itself
+                  verbose=1 if sys.stdout.isatty() else 2)  # one line per epoch in log files
+    history = read_history(history_path)
+    train_seconds = sum(r.get("seconds", 0.0) for r in history)  # survives resumes
+    record = {"name": variant.name, **dataclasses.asdict(variant), "seed": seed,
+              "settings": run_settings(args), "trainable_params": trainable_params(model),
+              "epochs_run": len(history), "train_seconds": round(train_seconds, 1)}
+    losses = [r["loss"] for r in history] + [r["val_loss"] for r in history]
+    if not history or not np.all(np.isfinite(losses)) or not best_path.exists():
+        record.update(status="failed", reason="loss became NaN or inf (try a lower learning rate)")
+        atomic_write(run_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
+        return record
+
+    model = keras.models.load_model(best_path)
+    probs = predict(model, x_test, args.batch_size, args.tta)
+    y_pred = probs.argmax(axis=1)
+    best = max(history, key=lambda r: r["val_accuracy"])
+    report = classification_report(y_test, y_pred, target_names=CLASS_NAMES, output_dict=True,
+                                   digits=4, zero_division=0)
+    record.update(
+        status="ok", best_epoch=int(best["epoch"]) + 1,
+        train_accuracy=best["accuracy"], train_loss=best["loss"],
+        val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
+        test_accuracy=float((y_pred == y_test).mean()),
+        test_loss=float(log_loss(y_test, probs, labels=range(10))),
+        classification_report=report,
+        confusion_matrix=confusion_matrix(y_test, y_pred, labels=range(10)).tolist())
+    model_path = run_dir / "model.keras"
+    model.save(run_dir / ".model.tmp.keras")
+    os.replace(run_dir / ".model.tmp.keras", model_path)
+    atomic_save_npz(run_dir / "predictions.npz", probabilities=probs.astype(np.float32), labels=y_test)
+    atomic_write(run_dir / "metrics.json", json.dumps(record, indent=2) + "\n")  # marks it finished
+    return record
+
+
+def predict(model, x, batch_size, tta):
+    """Class probabilities; with tta, averaged with those of the mirrored images."""
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if tta:
+        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    return probs
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for factor, levels in FACTORS.items():
+        p.add_argument(f"--{factor}", nargs="+", choices=levels, default=list(levels),
+                       help=f"{factor} levels to include in the grid")
+    p.add_argument("--epochs", type=positive_int, default=12, help="training epochs per run")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images per step")
+    p.add_argument("--seed", type=int, default=0, help="seed for data split, init and shuffling")
+    p.add_argument("--subset", type=positive_int, default=None,
+                   help="train on a stratified sample of N training images (validation from it)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation share")
+    p.add_argument("--lr-scale", type=float, default=1.0, help="multiply both peak learning rates")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   default="auto", help="auto: mixed_float16 on a GPU, float32 on a CPU")
+    p.add_argument("--no-tta", dest="tta", action="store_false",
+                   help="no horizontal-flip averaging at test time")
+    p.add_argument("--deterministic", action="store_true",
+                   help="TensorFlow op determinism: bit-identical reruns, somewhat slower")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder with the four IDX files")
+    p.add_argument("--output-dir", type=Path, default=Path("results"), help="where results go")
+    p.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a few-minute run with the same outputs ({QUICK})")
+    p.add_argument("--list-variants", action="store_true",
+                   help="print the selected variants and their parameter counts, train nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild tables and figures from --output-dir without training")
+    args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            if getattr(args, k) == p.get_default(k):
+                setattr(args, k, v)
+    if not 0 < args.val_fraction < 1:
+        p.error("--val-fraction must be between 0 and 1")
+    if args.subset is not None and not 10 * len(CLASS_NAMES) <= args.subset <= SPLIT_SIZES["train"]:
+        p.error(f"--subset must be between {10 * len(CLASS_NAMES)} and {SPLIT_SIZES['train']}")
+    if args.lr_scale <= 0:
+        p.error("--lr-scale must be positive")
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        p.error(f"--output-dir {args.output_dir} is a file, not a folder")
+    return args
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def resolve_precision(precision):
+    if precision == "auto":
+        precision = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    return precision
+
+
+def format_seconds(seconds):
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+def print_table(rows):
+    print(f"\n{'variant':32} {'params':>8} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
+          f"{'test loss':>9} {'time':>7}")
+    for r in rows:
+        if r["status"] != "ok":
+            print(f"{r['name']:32} {r['trainable_params']:>8,} {'FAILED':>6}")
+            continue
+        print(f"{r['name']:32} {r['trainable_params']:>8,} {r['epochs_run']:>6} "
+              f"{r['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} {r['test_loss']:>9.4f} "
+              f"{format_seconds(r['train_seconds']):>7}")
+
+
+def run_grid(args):
+    """Train every selected (variant, seed) run not yet finished; returns the failed ones."""
+    variants = variant_grid(args.activation, args.downsampling, args.optimizer)
+    runs = [(v, args.seed) for v in variants]
+    settings = run_settings(args)
+    todo = []
+    for variant, seed in runs:
+        run_dir = args.output_dir / "runs" / variant.name / f"seed{seed}"
+        metrics_path = run_dir / "metrics.json"
+        if metrics_path.exists() and not args.fresh:
+            done = json.loads(metrics_path.read_text())
+            if done.get("settings") != settings:
+                raise DataError(f"{metrics_path}: finished with other settings {done.get('settings')}"
+                                f" than now {settings}; use another --output-dir, or --fresh to retrain")
+            print(f"skip {variant.name} seed {seed}: finished ({done['status']}), --fresh retrains it")
+            continue
+        if args.fresh and run_dir.exists():
+            shutil.rmtree(run_dir)
+        todo.append((variant, seed, run_dir))
+    if not todo:
+        return []
+    data = prepare_data(args.data_dir, args.subset, args.val_fraction, args.seed)
+    print(f"data: {len(data['train'][0])} train, {len(data['val'][0])} validation, "
+          f"{len(data['test'][0])} test images; precision {args.precision}", flush=True)
+    failed, started = [], time.time()
+    for i, (variant, seed, run_dir) in enumerate(todo, start=1):
+        elapsed = time.time() - started
+        eta = f", ~{format_seconds(elapsed / (i - 1) * (len(todo) - i + 1))} left" if i > 1 else ""
+        print(f"\n[{i}/{len(todo)}] {variant.name} seed {seed} "
+              f"(elapsed {format_seconds(elapsed)}{eta})", flush=True)
+        record = train_and_evaluate(variant, seed, data, args, run_dir)
+        if record["status"] != "ok":
+            print(f"FAILED {variant.name} seed {seed}: {record['reason']}", flush=True)
+            failed.append(record)
+        else:
+            print(f"{variant.name}: val {record['val_accuracy']:.4f}, test {record['test_accuracy']:.4f} "
+                  f"in {format_seconds(record['train_seconds'])}", flush=True)
+        write_results_table(args.output_dir)
+    return failed
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.list_variants:
+            for v in variant_grid(args.activation, args.downsampling, args.optimizer):
+                print(f"{v.name:32} {trainable_params(build_model(v)):>9,} trainable parameters")
+            return 0
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.output_dir, os.W_OK):
+            raise DataError(f"{args.output_dir}: --output-dir is not writable")
+        if args.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        args.precision = resolve_precision(args.precision)
+        keras.mixed_precision.set_dtype_policy(args.precision)
+        failed = [] if args.report_only else run_grid(args)
+        rows = write_results_table(args.output_dir)
+        if not rows:
+            raise DataError(f"{args.output_dir}: no finished runs to report")
+        print_table(rows)
+        visualization_utils.write_report(args.output_dir, finished_runs(args.output_dir))
+        print(f"\nresults in {args.output_dir}/ (results.csv, report.html, figures)")
+        if failed:
+            print(f"{len(failed)} run(s) failed: {', '.join(r['name'] for r in failed)}", file=sys.stderr)
+            return 1
+        return 0
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs and the last finished epoch are saved; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
