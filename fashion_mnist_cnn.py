@@ -62,7 +62,7 @@ LEAKY_SLOPE = 0.1        # LeakyReLU's negative slope (Keras' default 0.3 is unu
 PEAK_LR = {"adam": 2e-3, "sgd": 0.05}  # peak of the warm-up + cosine schedule, per optimizer
 WEIGHT_DECAY = {"adam": 1e-4, "sgd": 5e-4}  # decoupled weight decay (AdamW-style for Adam)
 WARMUP_EPOCHS = 1        # linear warm-up before the cosine decay
-QUICK = dict(subset=6000, epochs=3)  # --quick: the same outputs in a few minutes
+QUICK = dict(subset=5000, epochs=3)  # --quick: the same outputs in a few minutes
 
 
 class DataError(Exception):
@@ -410,7 +410,7 @@ def parse_args(argv=None):
     for factor, levels in FACTORS.items():
         p.add_argument(f"--{factor}", nargs="+", choices=levels, default=list(levels),
                        help=f"{factor} levels to include in the grid")
-    p.add_argument("--epochs", type=positive_int, default=12, help="training epochs per run")
+    p.add_argument("--epochs", type=positive_int, default=6, help="training epochs per run")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per step")
     p.add_argument("--seed", type=int, default=0, help="seed for data split, init and shuffling")
     p.add_argument("--subset", type=positive_int, default=None,
