@@ -156,6 +156,12 @@ def prepare_data(data_dir, subset, val_fraction, seed):
             "test": (scale(x_test), y_test.astype(np.int32))}
 
 
+def prepare_test_images(data_dir):
+    """The test images alone, scaled like prepare_data's, for the report's figures."""
+    _, (x_test, _) = load_fashion_mnist(data_dir)
+    return (x_test.astype(np.float32) / 255.0)[..., None]
+
+
 def make_dataset(x, y, batch_size, training, seed):
     """tf.data pipeline: in memory, shuffled and flipped for training, prefetched."""
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
@@ -292,7 +298,11 @@ RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "seed", "st
 
 def finished_runs(output_dir):
     """metrics.json of every finished (or failed) run under output_dir/runs, best first."""
-    runs = [json.loads(p.read_text()) for p in Path(output_dir).glob("runs/*/seed*/metrics.json")]
+    runs = []
+    for path in Path(output_dir).glob("runs/*/seed*/metrics.json"):
+        run = json.loads(path.read_text())
+        run.update(run_dir=str(path.parent), history=read_history(path.parent / "history.csv"))
+        runs.append(run)
     return sorted(runs, key=lambda r: (r["status"] != "ok", -(r.get("val_accuracy") or 0), r["name"]))
 
 
@@ -541,7 +551,9 @@ def main(argv=None):
         if not rows:
             raise DataError(f"{args.output_dir}: no finished runs to report")
         print_table(rows)
-        visualization_utils.write_report(args.output_dir, finished_runs(args.output_dir))
+        x_test = prepare_test_images(args.data_dir)
+        visualization_utils.write_report(args.output_dir, finished_runs(args.output_dir),
+                                         keras.models.load_model, x_test, CLASS_NAMES)
         print(f"\nresults in {args.output_dir}/ (results.csv, report.html, figures)")
         if failed:
             print(f"{len(failed)} run(s) failed: {', '.join(r['name'] for r in failed)}", file=sys.stderr)

@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fashion_mnist_cnn as fm  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 
 class StepTimer(keras.callbacks.Callback):
