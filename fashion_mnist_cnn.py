@@ -33,9 +33,28 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner out of logs
 
-import keras  # noqa: E402
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Mute file descriptor 2 for C++ code: TensorFlow's CUDA probing prints lines such as
+    'Could not find cuda drivers' before any log level applies. Python errors still show."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with native_stderr_silenced():
+    import keras
+    import tensorflow as tf
+
+    GPUS = tf.config.list_physical_devices("GPU")  # initialises the platform while muted
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix, log_loss  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
@@ -274,7 +293,7 @@ def atomic_write(path, text):
 
 
 def atomic_save_npz(path, **arrays):
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".pred.", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".pred.", suffix=".tmp.npz")
     with os.fdopen(fd, "wb") as f:
         np.savez_compressed(f, **arrays)
         f.flush()
@@ -304,6 +323,14 @@ def finished_runs(output_dir):
         run.update(run_dir=str(path.parent), history=read_history(path.parent / "history.csv"))
         runs.append(run)
     return sorted(runs, key=lambda r: (r["status"] != "ok", -(r.get("val_accuracy") or 0), r["name"]))
+
+
+def remove_leftover_temp_files(output_dir):
+    """Temp files of a killed process (every atomic write names them '.*.tmp*'): never read,
+    removed so they do not pile up."""
+    for path in Path(output_dir).rglob(".*"):
+        if ".tmp" in path.name and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def write_results_table(output_dir):
@@ -470,7 +497,7 @@ def positive_int(text):
 
 def resolve_precision(precision):
     if precision == "auto":
-        precision = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        precision = "mixed_float16" if GPUS else "float32"
     return precision
 
 
@@ -493,6 +520,7 @@ def print_table(rows):
 
 def run_grid(args):
     """Train every selected (variant, seed) run not yet finished; returns the failed ones."""
+    remove_leftover_temp_files(args.output_dir)
     variants = variant_grid(args.activation, args.downsampling, args.optimizer)
     runs = [(v, args.seed) for v in variants]
     settings = run_settings(args)

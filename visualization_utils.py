@@ -32,7 +32,7 @@ LABEL = {"relu": "ReLU", "leakyrelu": "LeakyReLU", "maxpool": "MaxPool", "stride
 def save_figure(fig, path):
     """Write a figure atomically (temp file + rename) and free it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=DPI)

@@ -1,0 +1,53 @@
+"""Shared helpers: the project root on sys.path and synthetic IDX files."""
+
+import gzip
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
+
+
+def write_idx(path, array, magic, compress=True):
+    """Write array as an IDX file: big-endian magic, one int32 per dimension, uint8 data."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    payload = header + array.tobytes()
+    path = Path(path)
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    return path
+
+
+def write_dataset(folder, n_train, n_test, compress=True, seed=0):
+    """The four official file names holding random images and balanced labels."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}",
+                  rng.integers(0, 256, (n, 28, 28)), 0x803, compress)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", np.arange(n) % 10, 0x801, compress)
+    return folder
+
+
+@pytest.fixture
+def small_sizes(monkeypatch):
+    """Make 50 train / 20 test images the 'official' sizes, so synthetic sets are valid."""
+    import fashion_mnist_cnn as fm
+
+    monkeypatch.setattr(fm, "SPLIT_SIZES", {"train": 50, "test": 20})
+    return fm.SPLIT_SIZES
+
+
+def require_real_data():
+    """The real data is installed by `make test` (apt); CI must not silently skip it."""
+    if not (REAL_DATA / "train-images-idx3-ubyte.gz").exists():
+        if os.environ.get("REQUIRE_REAL_DATA"):
+            pytest.fail(f"REQUIRE_REAL_DATA is set but {REAL_DATA} has no data")
+        pytest.skip(f"real Fashion-MNIST not installed in {REAL_DATA}")

@@ -1,0 +1,72 @@
+"""Every variant's model: structure, parameter budget, optimizer and schedule."""
+
+import keras
+import numpy as np
+import pytest
+
+import fashion_mnist_cnn as fm
+
+VARIANTS = fm.variant_grid(*fm.FACTORS.values())
+
+
+def test_grid_has_eight_distinct_named_variants():
+    names = [v.name for v in VARIANTS]
+    assert len(set(names)) == 8
+    assert "CNN_ReLU_MaxPool_Adam" in names and "CNN_LeakyReLU_Strided_SGD" in names
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+def test_variant_structure(variant):
+    model = fm.build_model(variant)
+    assert fm.trainable_params(model) < fm.MAX_TRAINABLE_PARAMS
+    assert model.output_shape == (None, 10)
+    convs = [model.get_layer(f"conv{i}") for i in range(1, 5)]
+    assert [c.filters for c in convs] == [32, 32, 64, 64]
+    assert all(c.kernel_size == (3, 3) and c.padding == "same" and c.strides == (1, 1) for c in convs)
+    for i in range(1, 5):  # batch norm then the variant's activation after every conv
+        assert isinstance(model.get_layer(f"bn{i}"), keras.layers.BatchNormalization)
+        act = model.get_layer(f"act{i}")
+        assert isinstance(act, keras.layers.LeakyReLU if variant.activation == "leakyrelu"
+                          else keras.layers.ReLU)
+    for block in (1, 2):
+        assert model.get_layer(f"dropout{block}").rate == 0.25
+        down = model.get_layer(f"down{block}")
+        if variant.downsampling == "maxpool":
+            assert isinstance(down, keras.layers.MaxPooling2D) and down.pool_size == (2, 2)
+        else:
+            assert isinstance(down, keras.layers.Conv2D) and down.strides == (2, 2)
+            assert down.kernel_size == (3, 3)
+    assert model.get_layer("dense").units == 512
+    assert model.get_layer("dense_dropout").rate == 0.5
+    assert model.get_layer("softmax").units == 10
+    assert model.get_layer("flatten").output.shape[-1] == 4 * 4 * 64
+    probabilities = model.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_strided_convolutions_add_parameters():
+    relu = {v.downsampling: fm.trainable_params(fm.build_model(v))
+            for v in VARIANTS if v.activation == "relu" and v.optimizer == "adam"}
+    assert relu["strided"] > relu["maxpool"]
+
+
+def test_parameter_budget_is_enforced(monkeypatch):
+    monkeypatch.setattr(fm, "MAX_TRAINABLE_PARAMS", 500_000)
+    with pytest.raises(ValueError, match="over the budget of 500,000"):
+        fm.build_model(VARIANTS[0])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_schedule_warms_up_then_decays_to_zero(optimizer):
+    variant = fm.Variant("relu", "maxpool", optimizer)
+    opt = fm.make_optimizer(variant, steps_per_epoch=100, epochs=5)
+    lr = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
+    rates = [float(lr(step)) for step in (0, 50, 100, 300, 500)]
+    peak = fm.PEAK_LR[optimizer]
+    assert rates[0] == 0 and rates[1] == pytest.approx(peak / 2)
+    assert rates[2] == pytest.approx(peak) and rates[2] > rates[3] > rates[4]
+    assert rates[4] == pytest.approx(0, abs=1e-9)
+    if optimizer == "adam":
+        assert isinstance(opt, keras.optimizers.AdamW)
+    else:
+        assert isinstance(opt, keras.optimizers.SGD) and opt.momentum == 0.9 and opt.nesterov
