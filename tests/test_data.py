@@ -114,7 +114,7 @@ def test_real_data():
 def test_split_is_stratified_scaled_and_seeded():
     require_real_data()
     data = fm.prepare_data(None, subset=2000, val_fraction=0.1, seed=3)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    (x_train, y_train), (x_val, y_val), (x_test, _) = data["train"], data["val"], data["test"]
     assert x_train.shape == (1800, 28, 28, 1) and x_val.shape == (200, 28, 28, 1)
     assert x_test.shape == (10000, 28, 28, 1)
     assert np.bincount(y_val).tolist() == [20] * 10 and np.bincount(y_train).tolist() == [180] * 10
