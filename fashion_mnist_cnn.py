@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -315,6 +316,30 @@ RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "seed", "st
                   "val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_seconds"]
 
 
+def resumable_history(run_dir, epochs):
+    """History rows a resumed run can build on: those the backup covers (or all, when training
+    completed and the backup was removed). Rows of an epoch killed before its backup are
+    dropped, since that epoch is trained again."""
+    history_path, metadata = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
+    rows = read_history(history_path)
+    if len(rows) >= epochs and (run_dir / "best.keras").exists():
+        return rows  # training finished; only evaluation was interrupted
+    backed_up = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+    kept = [r for r in rows if r["epoch"] < backed_up]
+    if len(kept) < len(rows) or (rows and not kept):
+        with open(history_path) as f:
+            header = f.readline()
+        atomic_write(history_path, header + "".join(
+            ",".join(format_csv_value(r[k]) for k in header.strip().split(",")) + "\n" for r in kept))
+    if not kept:
+        (run_dir / "best.keras").unlink(missing_ok=True)  # from an epoch that is not kept
+    return kept
+
+
+def format_csv_value(value):
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
+
+
 def finished_runs(output_dir):
     """metrics.json of every finished (or failed) run under output_dir/runs, best first."""
     runs = []
@@ -382,17 +407,19 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     model.compile(optimizer=make_optimizer(variant, steps_per_epoch, args.epochs, args.lr_scale),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history_path, best_path = run_dir / "history.csv", run_dir / "best.keras"
-    past = read_history(history_path)  # non-empty only when resuming
+    past = resumable_history(run_dir, args.epochs)  # non-empty only when resuming
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
+    # Order matters for kill -9 at any moment: an epoch's history row is written last, after
+    # its best checkpoint and its backup, so a logged epoch is never lost or trained twice.
     callbacks = [
         EpochTimer(),  # first, so CSVLogger writes its "seconds" column
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(str(history_path), append=True),
         # initial_value_threshold: a resumed run must not forget the best epoch it already saw
         keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
                                         save_best_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),  # last: saves a finished epoch
     ]
     if len(past) < args.epochs or not best_path.exists():  # else killed while evaluating
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
@@ -560,8 +587,15 @@ def run_grid(args):
     return failed
 
 
+def raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # Ctrl-C and kill (SIGTERM) stop cleanly, also where a shell started us with SIGINT
+    # ignored (`cmd &` in a script): finished epochs and runs are on disk already.
+    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if args.list_variants:
             for v in variant_grid(args.activation, args.downsampling, args.optimizer):
@@ -594,6 +628,9 @@ def main(argv=None):
         print("\ninterrupted: finished runs and the last finished epoch are saved; "
               "rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -292,6 +292,10 @@ def write_report(output_dir, runs, load_model, x_test, class_names):
     tag = best["name"] if len({r["seed"] for r in ok}) == 1 else f"{best['name']}_seed{best['seed']}"
     best_title = f"{best['name']} (seed {best['seed']}; best on validation)"
 
+    mean_recall = np.mean([[r["classification_report"][c]["recall"] for c in class_names]
+                           for r in ok], axis=0)
+    hardest = ", ".join(f"{class_names[i]} ({100 * mean_recall[i]:.1f}%)"
+                        for i in np.argsort(mean_recall)[:3])
     figures = [
         (plot_training_curves(ok, output_dir / "model_comparison.png"),
          "Training and validation accuracy and loss per epoch for every variant; the star marks "
@@ -302,26 +306,25 @@ def write_report(output_dir, runs, load_model, x_test, class_names):
          "predictions, each cell with its count and share of the row."),
         (plot_filters(model.get_layer("conv1").get_weights()[0],
                       output_dir / f"{tag}_filters.png", best_title),
-         "The 32 learned 3x3 kernels of the first convolution, on one shared colour scale: "
-         "most are edge and gradient detectors."),
+         "The 32 learned 3x3 kernels of the first convolution on one shared colour scale "
+         "(red positive, blue negative weights)."),
         (plot_activation_maps(x_test[SAMPLE_INDEX],
                               feature_maps_of(model, x_test[SAMPLE_INDEX],
                                               ["act1", "act2", "act3", "act4"]),
                               output_dir / f"{tag}_activation_maps.png", best_title),
          f"What each conv layer of {best['name']} responds to in test image "
-         f"{SAMPLE_INDEX} ({class_names[labels[SAMPLE_INDEX]]}): early layers keep edges, "
-         "later ones coarser parts."),
+         f"{SAMPLE_INDEX} ({class_names[labels[SAMPLE_INDEX]]}), layer by layer; later layers "
+         "work at half and quarter resolution."),
         (plot_misclassified(x_test[worst], labels[worst], predicted[worst],
                             probabilities[worst, predicted[worst]], class_names,
                             output_dir / f"{tag}_misclassified.png", best_title),
-         "The test images the best model gets wrong with the highest confidence; many are "
-         "ambiguous even to a person."),
+         "The test images the best model gets wrong with the highest confidence, with the "
+         "true class, the predicted class and the model's confidence."),
         (plot_per_class_accuracy(
             {f"{variant_label(r)} (seed {r['seed']})": [r["classification_report"][c]["recall"]
                                                        for c in class_names] for r in ok},
             class_names, output_dir / "per_class_accuracy.png"),
-         "Per-class test accuracy of every variant: shirts, T-shirts, pullovers and coats are "
-         "the hard classes for all of them."),
+         f"Per-class test accuracy of every variant; hardest on average: {hardest}."),
     ]
 
     results = results_rows(runs)
