@@ -82,7 +82,8 @@ LEAKY_SLOPE = 0.1        # LeakyReLU's negative slope (Keras' default 0.3 is unu
 PEAK_LR = {"adam": 2e-3, "sgd": 0.05}  # peak of the warm-up + cosine schedule, per optimizer
 WEIGHT_DECAY = {"adam": 1e-4, "sgd": 5e-4}  # decoupled weight decay (AdamW-style for Adam)
 WARMUP_EPOCHS = 1        # linear warm-up before the cosine decay
-QUICK = dict(subset=5000, epochs=3)  # --quick: the same outputs in a few minutes
+QUICK = dict(subset=4000, epochs=3, batch_size=32)  # --quick: same outputs in minutes; small
+# batches so batch norm's moving averages (momentum 0.99) have enough steps to settle
 
 
 class DataError(Exception):
