@@ -82,8 +82,8 @@ LEAKY_SLOPE = 0.1        # LeakyReLU's negative slope (Keras' default 0.3 is unu
 PEAK_LR = {"adam": 2e-3, "sgd": 0.05}  # peak of the warm-up + cosine schedule, per optimizer
 WEIGHT_DECAY = {"adam": 1e-4, "sgd": 5e-4}  # decoupled weight decay (AdamW-style for Adam)
 WARMUP_EPOCHS = 1        # linear warm-up before the cosine decay
-QUICK = dict(subset=4000, epochs=3, batch_size=32)  # --quick: same outputs in minutes; small
-# batches so batch norm's moving averages (momentum 0.99) have enough steps to settle
+QUICK = dict(subset=4000, epochs=3, batch_size=32)  # --quick: same outputs in minutes; its
+# accuracies are a smoke check only (batch norm's moving averages still lag in ~340 steps)
 
 
 class DataError(Exception):
@@ -171,16 +171,20 @@ def prepare_data(data_dir, subset, val_fraction, seed):
             x_train, y_train, train_size=subset, stratify=y_train, random_state=seed)
     x_train, x_val, y_train, y_val = train_test_split(
         x_train, y_train, test_size=val_fraction, stratify=y_train, random_state=seed)
-    scale = lambda x: (x.astype(np.float32) / 255.0)[..., None]  # noqa: E731
-    return {"train": (scale(x_train), y_train.astype(np.int32)),
-            "val": (scale(x_val), y_val.astype(np.int32)),
-            "test": (scale(x_test), y_test.astype(np.int32))}
+    return {"train": (scale_images(x_train), y_train.astype(np.int32)),
+            "val": (scale_images(x_val), y_val.astype(np.int32)),
+            "test": (scale_images(x_test), y_test.astype(np.int32))}
 
 
 def prepare_test_images(data_dir):
     """The test images alone, scaled like prepare_data's, for the report's figures."""
     _, (x_test, _) = load_fashion_mnist(data_dir)
-    return (x_test.astype(np.float32) / 255.0)[..., None]
+    return scale_images(x_test)
+
+
+def scale_images(images):
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]."""
+    return (images.astype(np.float32) / 255.0)[..., None]
 
 
 def make_dataset(x, y, batch_size, training, seed):
@@ -411,7 +415,7 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     past = resumable_history(run_dir, args.epochs)  # non-empty only when resuming
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
     # Order matters for kill -9 at any moment: an epoch's history row is written last, after
-    # its best checkpoint and its backup, so a logged epoch is never lost or trained twice.
+    # its best checkpoint and its backup, so a logged epoch is never trained twice.
     callbacks = [
         EpochTimer(),  # first, so CSVLogger writes its "seconds" column
         keras.callbacks.TerminateOnNaN(),
