@@ -9,7 +9,10 @@ and figures to --output-dir.
     python fashion_mnist_cnn.py --quick               # a few minutes, same outputs
     python fashion_mnist_cnn.py --optimizer adam --activation relu --epochs 5
     python fashion_mnist_cnn.py --list-variants       # names and parameter counts
+    python fashion_mnist_cnn.py --seeds 0 1 2         # every variant once per seed
+    python fashion_mnist_cnn.py --shard 0/4           # the first of 4 slices (cluster array)
     python fashion_mnist_cnn.py --report-only         # redraw figures, no training
+    python fashion_mnist_cnn.py --report-only a b --output-dir merged   # merge shard dirs
 
 Runs are resumable: rerun the same command after an interruption and finished runs
 are skipped, an interrupted run continues from its last finished epoch.
@@ -17,9 +20,7 @@ are skipped, an interrupted run continues from its last finished epoch.
 
 import argparse
 import contextlib
-import csv
 import dataclasses
-import fcntl
 import gzip
 import itertools
 import json
@@ -28,7 +29,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +61,9 @@ from sklearn.metrics import classification_report, confusion_matrix, log_loss  #
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import visualization_utils  # noqa: E402
+from run_store import (RESULT_COLUMNS, DataError, atomic_save_npz, atomic_write,  # noqa: E402,F401
+                       finished_runs, merged_runs, read_history, remove_leftover_temp_files,
+                       resumable_history, settings_of, write_results_table)
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -82,12 +85,10 @@ LEAKY_SLOPE = 0.1        # LeakyReLU's negative slope (Keras' default 0.3 is unu
 PEAK_LR = {"adam": 2e-3, "sgd": 0.05}  # peak of the warm-up + cosine schedule, per optimizer
 WEIGHT_DECAY = {"adam": 1e-4, "sgd": 5e-4}  # decoupled weight decay (AdamW-style for Adam)
 WARMUP_EPOCHS = 1        # linear warm-up before the cosine decay
-QUICK = dict(subset=4000, epochs=3, batch_size=32)  # --quick: same outputs in minutes; its
-# accuracies are a smoke check only (batch norm's moving averages still lag in ~340 steps)
-
-
-class DataError(Exception):
-    """Missing or malformed data; the message names the file and what is wrong."""
+BN_MOMENTUM = 0.99       # Keras' default: fine for full runs (2,500+ steps)
+# --quick: same outputs in minutes. Batch norm's moving averages must follow the weights
+# within ~340 steps, which momentum 0.99 does not (validation accuracy stuck near chance).
+QUICK = dict(subset=4000, epochs=3, batch_size=32, bn_momentum=0.9)
 
 
 # ----------------------------------------------------------------------------- data
@@ -216,7 +217,7 @@ def variant_grid(activations, downsamplings, optimizers):
     return [Variant(*levels) for levels in itertools.product(activations, downsamplings, optimizers)]
 
 
-def build_model(variant):
+def build_model(variant, bn_momentum=BN_MOMENTUM):
     """The CNN of one variant, with named layers so figures can find them.
 
     Two conv blocks (32, 32 then 64, 64 filters, 3x3, 'same', each conv followed by batch
@@ -235,7 +236,7 @@ def build_model(variant):
         if variant.downsampling == "maxpool":
             return layers.MaxPooling2D(2, padding="same", name=name)(x)
         x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
         return activation(f"{name}_act")(x)
 
     inputs = keras.Input(shape=(28, 28, 1), name="image")
@@ -245,7 +246,7 @@ def build_model(variant):
             conv += 1
             # no bias: batch norm's beta does its job
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{conv}")(x)
-            x = layers.BatchNormalization(name=f"bn{conv}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn{conv}")(x)
             x = activation(f"act{conv}")(x)
         x = downsample(x, filters, f"down{block}")  # 28 -> 14 -> 7
         x = layers.Dropout(0.25, name=f"dropout{block}")(x)
@@ -280,111 +281,23 @@ def make_optimizer(variant, steps_per_epoch, epochs, lr_scale=1.0):
                                 weight_decay=WEIGHT_DECAY["sgd"])
 
 
-# ----------------------------------------------------------------------------- files
-
-def atomic_write(path, text):
-    """Write text to path via a temp file, fsync and rename: never a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save_npz(path, **arrays):
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".pred.", suffix=".tmp.npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez_compressed(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_history(path):
-    """Per-epoch rows of CSVLogger's file; after a resume an epoch may repeat: keep the last."""
-    if not Path(path).exists():
-        return []
-    with open(path) as f:
-        rows = {int(r["epoch"]): {k: float(v) for k, v in r.items()} for r in csv.DictReader(f)}
-    return [rows[e] for e in sorted(rows)]
-
-
-RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "seed", "status",
-                  "trainable_params", "epochs_run", "best_epoch", "train_accuracy", "train_loss",
-                  "val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_seconds"]
-
-
-def resumable_history(run_dir, epochs):
-    """History rows a resumed run can build on: those the backup covers (or all, when training
-    completed and the backup was removed). Rows of an epoch killed before its backup are
-    dropped, since that epoch is trained again."""
-    history_path, metadata = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
-    rows = read_history(history_path)
-    if len(rows) >= epochs and (run_dir / "best.keras").exists():
-        return rows  # training finished; only evaluation was interrupted
-    backed_up = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
-    kept = [r for r in rows if r["epoch"] < backed_up]
-    if len(kept) < len(rows) or (rows and not kept):
-        with open(history_path) as f:
-            header = f.readline()
-        atomic_write(history_path, header + "".join(
-            ",".join(format_csv_value(r[k]) for k in header.strip().split(",")) + "\n" for r in kept))
-    if not kept:
-        (run_dir / "best.keras").unlink(missing_ok=True)  # from an epoch that is not kept
-    return kept
-
-
-def format_csv_value(value):
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
-
-
-def finished_runs(output_dir):
-    """metrics.json of every finished (or failed) run under output_dir/runs, best first."""
-    runs = []
-    for path in Path(output_dir).glob("runs/*/seed*/metrics.json"):
-        run = json.loads(path.read_text())
-        run.update(run_dir=str(path.parent), history=read_history(path.parent / "history.csv"))
-        runs.append(run)
-    return sorted(runs, key=lambda r: (r["status"] != "ok", -(r.get("val_accuracy") or 0), r["name"]))
-
-
-def remove_leftover_temp_files(output_dir):
-    """Temp files of a killed process (every atomic write names them '.*.tmp*'): never read,
-    removed so they do not pile up."""
-    for path in Path(output_dir).rglob(".*"):
-        if ".tmp" in path.name and path.is_file():
-            path.unlink(missing_ok=True)
-
-
-def write_results_table(output_dir):
-    """Rebuild results.csv/json from every finished run; a lock keeps concurrent writers whole."""
-    output_dir = Path(output_dir)
-    with open(output_dir / ".results.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = [{k: run.get(k) for k in RESULT_COLUMNS} for run in finished_runs(output_dir)]
-        atomic_write(output_dir / "results.json", json.dumps(rows, indent=2) + "\n")
-        with tempfile.SpooledTemporaryFile(mode="w+") as buf:
-            writer = csv.DictWriter(buf, RESULT_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-            buf.seek(0)
-            atomic_write(output_dir / "results.csv", buf.read())
-    return rows
-
-
 # ----------------------------------------------------------------------------- training
 
 def run_settings(args):
     """What makes two runs of a variant comparable; stored with every run."""
-    return {k: getattr(args, k) for k in
-            ("epochs", "batch_size", "subset", "val_fraction", "precision", "tta", "lr_scale")}
+    return {k: getattr(args, k) for k in ("epochs", "batch_size", "subset", "val_fraction",
+                                          "precision", "tta", "lr_scale", "replicas",
+                                          "bn_momentum")}
+
+
+def distribution_strategy(distribute):
+    """MirroredStrategy over the GPUs (or, without GPUs, the logical CPUs) when asked for, or
+    for `auto` when more than one GPU is visible; else the default single-device strategy."""
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+        d.name for d in tf.config.list_logical_devices("CPU")]
+    if distribute == "mirrored" or (distribute == "auto" and len(GPUS) > 1):
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -404,13 +317,18 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     keras.utils.set_random_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
-    train_ds = make_dataset(x_train, y_train, args.batch_size, training=True, seed=seed)
-    val_ds = make_dataset(x_val, y_val, args.batch_size, training=False, seed=seed)
-    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    # Data parallel: each replica takes --batch-size images of a step, so the global batch and,
+    # by the linear scaling rule, the learning rate grow with the number of replicas.
+    global_batch = args.batch_size * args.replicas
+    train_ds = make_dataset(x_train, y_train, global_batch, training=True, seed=seed)
+    val_ds = make_dataset(x_val, y_val, global_batch, training=False, seed=seed)
+    steps_per_epoch = math.ceil(len(x_train) / global_batch)
 
-    model = build_model(variant)
-    model.compile(optimizer=make_optimizer(variant, steps_per_epoch, args.epochs, args.lr_scale),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with args.strategy.scope():
+        model = build_model(variant, args.bn_momentum)
+        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, args.epochs,
+                                               args.lr_scale * args.replicas),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history_path, best_path = run_dir / "history.csv", run_dir / "best.keras"
     past = resumable_history(run_dir, args.epochs)  # non-empty only when resuming
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
@@ -481,11 +399,16 @@ def parse_args(argv=None):
                        help=f"{factor} levels to include in the grid")
     p.add_argument("--epochs", type=positive_int, default=6, help="training epochs per run")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per step")
-    p.add_argument("--seed", type=int, default=0, help="seed for data split, init and shuffling")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="repeat every variant once per seed; each seed fixes its run's data "
+                        "split, initialisation and shuffling (default: 0)")
+    p.add_argument("--seed", type=int, default=None, help="one seed: same as --seeds S")
     p.add_argument("--subset", type=positive_int, default=None,
                    help="train on a stratified sample of N training images (validation from it)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation share")
     p.add_argument("--lr-scale", type=float, default=1.0, help="multiply both peak learning rates")
+    p.add_argument("--bn-momentum", type=float, default=BN_MOMENTUM,
+                   help="batch norm's moving-average momentum; 0.9 suits short runs")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    default="auto", help="auto: mixed_float16 on a GPU, float32 on a CPU")
     p.add_argument("--no-tta", dest="tta", action="store_false",
@@ -499,9 +422,26 @@ def parse_args(argv=None):
                    help=f"a few-minute run with the same outputs ({QUICK})")
     p.add_argument("--list-variants", action="store_true",
                    help="print the selected variants and their parameter counts, train nothing")
-    p.add_argument("--report-only", action="store_true",
-                   help="rebuild tables and figures from --output-dir without training")
+    p.add_argument("--report-only", nargs="*", type=Path, default=None, metavar="DIR",
+                   help="no training: rebuild tables and figures from the finished runs of the "
+                        "DIRs (default: --output-dir) into --output-dir")
+    p.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
+                   help="run only slice I (0 to N-1) of N disjoint slices of the (variant, seed) "
+                        "runs; default: from SLURM_ARRAY_TASK_* or JOB_COMPLETION_INDEX")
+    p.add_argument("--shard-count", type=positive_int, default=None, metavar="N",
+                   help="number of slices when the index comes from JOB_COMPLETION_INDEX "
+                        "(Kubernetes Indexed Job)")
+    p.add_argument("--distribute", choices=["auto", "none", "mirrored"], default="auto",
+                   help="mirrored: one run across the visible GPUs (tf.distribute.MirroredStrategy), "
+                        "batch size and learning rate x replicas; auto: mirrored when >1 GPU")
+    p.add_argument("--logical-cpus", type=positive_int, default=None, metavar="N",
+                   help=argparse.SUPPRESS)  # testing aid: split the CPU into N devices to mirror on
     args = p.parse_args(argv)
+    if args.seed is not None and args.seeds is not None:
+        p.error("give --seed or --seeds, not both")
+    args.seeds = [args.seed] if args.seed is not None else args.seeds or [0]
+    if len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds repeats a seed: {args.seeds}")
     if args.quick:
         for k, v in QUICK.items():
             if getattr(args, k) == p.get_default(k):
@@ -510,11 +450,24 @@ def parse_args(argv=None):
         p.error("--val-fraction must be between 0 and 1")
     if args.subset is not None and not 10 * len(CLASS_NAMES) <= args.subset <= SPLIT_SIZES["train"]:
         p.error(f"--subset must be between {10 * len(CLASS_NAMES)} and {SPLIT_SIZES['train']}")
+    if not 0 < args.bn_momentum < 1:
+        p.error("--bn-momentum must be between 0 and 1")
     if args.lr_scale <= 0:
         p.error("--lr-scale must be positive")
     if args.output_dir.exists() and not args.output_dir.is_dir():
         p.error(f"--output-dir {args.output_dir} is a file, not a folder")
     return args
+
+
+def parse_shard(text):
+    index, _, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return index, count
 
 
 def positive_int(text):
@@ -539,55 +492,98 @@ def format_seconds(seconds):
 
 
 def print_table(rows):
-    print(f"\n{'variant':32} {'params':>8} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
+    print(f"\n{'variant':32} {'seed':>4} {'params':>8} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
           f"{'test loss':>9} {'time':>7}")
     for r in rows:
+        head = f"{r['name']:32} {r['seed']:>4} {r['trainable_params']:>8,}"
         if r["status"] != "ok":
-            print(f"{r['name']:32} {r['trainable_params']:>8,} {'FAILED':>6}")
+            print(f"{head} {'FAILED':>6}")
             continue
-        print(f"{r['name']:32} {r['trainable_params']:>8,} {r['epochs_run']:>6} "
-              f"{r['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} {r['test_loss']:>9.4f} "
-              f"{format_seconds(r['train_seconds']):>7}")
+        print(f"{head} {r['epochs_run']:>6} {r['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} "
+              f"{r['test_loss']:>9.4f} {format_seconds(r['train_seconds']):>7}")
+
+
+def planned_runs(args):
+    """Every (variant, seed) run the arguments select, in a fixed order, or this shard's slice
+    of it: every N-th run from I, so slices are disjoint, cover the grid and take similar time."""
+    variants = variant_grid(args.activation, args.downsampling, args.optimizer)
+    runs = [(variant, seed) for seed in args.seeds for variant in variants]
+    if args.shard:
+        index, count = args.shard
+        runs = runs[index::count]
+    return runs
+
+
+def shard_from_environment(shard, shard_count, environ):
+    """(index, count) of this worker's slice: --shard, else a Slurm array task's or a
+    Kubernetes Indexed Job's index; None runs the whole grid."""
+    try:
+        if shard:
+            return shard
+        if "SLURM_ARRAY_TASK_ID" in environ:
+            index = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+            count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+            source = "SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN"
+        elif "JOB_COMPLETION_INDEX" in environ:
+            if shard_count is None:
+                raise DataError("JOB_COMPLETION_INDEX is set: give --shard-count N (the Job's "
+                                "completions) or --shard I/N")
+            index, count, source = int(environ["JOB_COMPLETION_INDEX"]), shard_count, "JOB_COMPLETION_INDEX"
+        elif shard_count is not None:
+            raise DataError("--shard-count needs JOB_COMPLETION_INDEX in the environment; "
+                            "else use --shard I/N")
+        else:
+            return None
+    except (KeyError, ValueError) as e:
+        raise DataError(f"cannot read the shard from the environment: {e!r} "
+                        "(need integer SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT)") from None
+    if not 0 <= index < count:
+        raise DataError(f"shard {index} from {source} is not within 0..{count - 1} (arrays must be "
+                        "contiguous, e.g. --array=0-7)")
+    return index, count
 
 
 def run_grid(args):
     """Train every selected (variant, seed) run not yet finished; returns the failed ones."""
-    remove_leftover_temp_files(args.output_dir)
-    variants = variant_grid(args.activation, args.downsampling, args.optimizer)
-    runs = [(v, args.seed) for v in variants]
     settings = run_settings(args)
     todo = []
-    for variant, seed in runs:
+    for variant, seed in planned_runs(args):
         run_dir = args.output_dir / "runs" / variant.name / f"seed{seed}"
         metrics_path = run_dir / "metrics.json"
         if metrics_path.exists() and not args.fresh:
             done = json.loads(metrics_path.read_text())
-            if done.get("settings") != settings:
-                raise DataError(f"{metrics_path}: finished with other settings {done.get('settings')}"
+            if settings_of(done) != settings:
+                raise DataError(f"{metrics_path}: finished with other settings {settings_of(done)}"
                                 f" than now {settings}; use another --output-dir, or --fresh to retrain")
             print(f"skip {variant.name} seed {seed}: finished ({done['status']}), --fresh retrains it")
             continue
         if args.fresh and run_dir.exists():
             shutil.rmtree(run_dir)
         todo.append((variant, seed, run_dir))
+    # a shard shares the output dir with other workers: only its own run folders are its own
+    remove_leftover_temp_files([d for _, _, d in todo])
+    remove_leftover_temp_files([args.output_dir], older_than=600 if args.shard else 0)
     if not todo:
         return []
-    data = prepare_data(args.data_dir, args.subset, args.val_fraction, args.seed)
-    print(f"data: {len(data['train'][0])} train, {len(data['val'][0])} validation, "
-          f"{len(data['test'][0])} test images; precision {args.precision}", flush=True)
-    failed, started = [], time.time()
+    failed, started, data = [], time.time(), {}
     for i, (variant, seed, run_dir) in enumerate(todo, start=1):
+        if seed not in data:  # each seed has its own train/validation split
+            data = {seed: prepare_data(args.data_dir, args.subset, args.val_fraction, seed)}
+            print(f"data (seed {seed}): {len(data[seed]['train'][0])} train, "
+                  f"{len(data[seed]['val'][0])} validation, {len(data[seed]['test'][0])} test "
+                  f"images; precision {args.precision}, {args.replicas} replica(s)", flush=True)
         elapsed = time.time() - started
         eta = f", ~{format_seconds(elapsed / (i - 1) * (len(todo) - i + 1))} left" if i > 1 else ""
         print(f"\n[{i}/{len(todo)}] {variant.name} seed {seed} "
               f"(elapsed {format_seconds(elapsed)}{eta})", flush=True)
-        record = train_and_evaluate(variant, seed, data, args, run_dir)
+        record = train_and_evaluate(variant, seed, data[seed], args, run_dir)
         if record["status"] != "ok":
             print(f"FAILED {variant.name} seed {seed}: {record['reason']}", flush=True)
             failed.append(record)
         else:
-            print(f"{variant.name}: val {record['val_accuracy']:.4f}, test {record['test_accuracy']:.4f} "
-                  f"in {format_seconds(record['train_seconds'])}", flush=True)
+            print(f"{variant.name} seed {seed}: val {record['val_accuracy']:.4f}, test "
+                  f"{record['test_accuracy']:.4f} in {format_seconds(record['train_seconds'])}",
+                  flush=True)
         write_results_table(args.output_dir)
     return failed
 
@@ -602,6 +598,10 @@ def main(argv=None):
     # ignored (`cmd &` in a script): finished epochs and runs are on disk already.
     previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if args.logical_cpus:  # before TensorFlow's runtime starts
+            tf.config.set_logical_device_configuration(
+                tf.config.list_physical_devices("CPU")[0],
+                [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
         if args.list_variants:
             for v in variant_grid(args.activation, args.downsampling, args.optimizer):
                 print(f"{v.name:32} {trainable_params(build_model(v)):>9,} trainable parameters")
@@ -613,14 +613,26 @@ def main(argv=None):
             tf.config.experimental.enable_op_determinism()
         args.precision = resolve_precision(args.precision)
         keras.mixed_precision.set_dtype_policy(args.precision)
-        failed = [] if args.report_only else run_grid(args)
-        rows = write_results_table(args.output_dir)
+        args.strategy = distribution_strategy(args.distribute)
+        args.replicas = args.strategy.num_replicas_in_sync
+        if args.report_only is not None:
+            failed, runs = [], merged_runs(args.report_only or [args.output_dir])
+            rows = write_results_table(args.output_dir, runs)
+        else:
+            args.shard = shard_from_environment(args.shard, args.shard_count, os.environ)
+            failed = run_grid(args)
+            rows = write_results_table(args.output_dir)
+            runs = finished_runs(args.output_dir)
         if not rows:
             raise DataError(f"{args.output_dir}: no finished runs to report")
         print_table(rows)
+        if args.report_only is None and args.shard:
+            print(f"\nshard {args.shard[0]}/{args.shard[1]} done. When every shard is: "
+                  f"python fashion_mnist_cnn.py --report-only DIR [DIR ...] --output-dir OUT")
+            return 1 if failed else 0
         x_test = prepare_test_images(args.data_dir)
-        visualization_utils.write_report(args.output_dir, finished_runs(args.output_dir),
-                                         keras.models.load_model, x_test, CLASS_NAMES)
+        visualization_utils.write_report(args.output_dir, runs, keras.models.load_model, x_test,
+                                         CLASS_NAMES, FACTORS, DISPLAY)
         print(f"\nresults in {args.output_dir}/ (results.csv, report.html, figures)")
         if failed:
             print(f"{len(failed)} run(s) failed: {', '.join(r['name'] for r in failed)}", file=sys.stderr)

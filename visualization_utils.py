@@ -19,6 +19,9 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+import factor_analysis as fa  # noqa: E402
+from run_store import atomic_write  # noqa: E402
+
 DPI = 130
 SAMPLE_INDEX = 0  # the fixed test image of the activation-map figure (an ankle boot)
 # Eight curves stay apart by encoding the three factors, not by eight arbitrary colours.
@@ -211,6 +214,66 @@ def plot_per_class_accuracy(per_class, class_names, path):
     return save_figure(fig, path)
 
 
+def plot_factor_effects(effects, interaction_effects, points, path, display):
+    """Left: each factor's main effect and each interaction with its 95% interval, zero
+    marked. Right: every run's test accuracy as a point per seed, with the variant's mean
+    and interval, so the seed-to-seed spread is visible.
+
+    effects / interaction_effects: factor_analysis entries (effect, low, high, significant).
+    points: list of (variant label, [accuracy per seed], (mean, low, high)), best first.
+    """
+    rows = [(f"{display[e['second']]} vs {display[e['first']]}", e) for e in effects]
+    rows += [(f"{e['factor']} x {e['by']} (interaction)", e) for e in interaction_effects]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.55 * len(points) + 2)),
+                                      layout="constrained", width_ratios=[1, 1.15])
+    for y, (label, e) in enumerate(rows[::-1]):
+        color = "#d62728" if e["significant"] else "#555555"
+        if np.isfinite(e["low"]):
+            left.plot([100 * e["low"], 100 * e["high"]], [y, y], color=color, linewidth=2.2)
+        left.plot(100 * e["effect"], y, "o", color=color, markersize=8)
+        left.annotate(f"{100 * e['effect']:+.2f} pp", (100 * e["effect"], y), xytext=(0, 7),
+                      textcoords="offset points", ha="center", fontsize=8.5, color=color)
+    left.axvline(0, color="black", linewidth=1)
+    left.set_yticks(range(len(rows)), [label for label, _ in rows[::-1]])
+    left.set_ylim(-0.7, len(rows) - 0.3)
+    left.set_xlabel("difference in test accuracy (percentage points)")
+    n_pairs = rows[0][1]["n"] if rows else 0
+    left.set_title(f"Effects with {fa.CONFIDENCE:.0%} paired t intervals ({n_pairs} pairs per "
+                   "main effect)\nred: interval excludes zero", fontsize=11)
+    left.grid(axis="x", alpha=0.3)
+
+    for y, (label, values, (mean, low, high)) in enumerate(points[::-1]):
+        right.plot(100 * np.asarray(values), np.full(len(values), y), "o", color="#1f77b4",
+                   alpha=0.6, markersize=6, label="one seed" if y == 0 else None)
+        if np.isfinite(low):
+            right.plot([100 * low, 100 * high], [y, y], color="black", linewidth=1.5)
+        right.plot(100 * mean, y, "D", color="black", markersize=6,
+                   label="mean (bar: 95% interval)" if y == 0 else None)
+    right.set_yticks(range(len(points)), [label for label, _, _ in points[::-1]])
+    right.set_xlabel("test accuracy (%)")
+    right.set_title("Test accuracy of every variant, one point per seed", fontsize=11)
+    right.grid(axis="x", alpha=0.3)
+    right.legend(loc="lower right", fontsize=8.5)
+    fig.suptitle("Which design choices matter?", fontsize=14)
+    return save_figure(fig, path)
+
+
+def mean_over_seeds(runs):
+    """One pseudo-run per variant whose history is the per-epoch mean over its seeds, for
+    curves and heatmaps that would be unreadable with a line per seed."""
+    by_name = {}
+    for run in runs:
+        by_name.setdefault(run["name"], []).append(run)
+    merged = []
+    for name, group in by_name.items():
+        epochs = min(len(r["history"]) for r in group)
+        history = [{k: float(np.mean([r["history"][e][k] for r in group]))
+                    for k in ("accuracy", "val_accuracy", "loss", "val_loss")} for e in range(epochs)]
+        best = 1 + int(np.argmax([row["val_accuracy"] for row in history])) if history else 1
+        merged.append({**group[0], "history": history, "best_epoch": best, "n_seeds": len(group)})
+    return merged
+
+
 # ----------------------------------------------------------------------------- report
 
 def feature_maps_of(model, image, layer_names):
@@ -264,18 +327,69 @@ td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margi
 img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:14px;margin-top:.4em}"""
 
 
-def atomic_write_text(path, text):
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".report.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def statistics_sections(runs, factors, display):
+    """The multi-seed comparison as (title, intro, header, rows) tables, plus the data of the
+    factor-effects figure; empty when there is nothing to compare."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    summary = fa.variant_summary(ok, factors)
+    effects, pair_effects = fa.factor_effects(ok, factors), fa.interactions(ok, factors)
+    n_seeds = len({r["seed"] for r in ok})
+
+    def pm(stat, scale=100, digits=2, unit="%"):
+        if not np.isfinite(stat["sd"]):
+            return f"{scale * stat['mean']:.{digits}f}{unit}"
+        return (f"{scale * stat['mean']:.{digits}f}{unit} ± {scale * stat['sd']:.{digits}f} "
+                f"[{scale * stat['low']:.{digits}f}, {scale * stat['high']:.{digits}f}]")
+
+    tables = [("Variants over seeds",
+               f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean] "
+               f"over {n_seeds} seed(s); best mean test accuracy first.",
+               ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
+               [[e["name"], str(e["n"]), pm(e["test_accuracy"]), pm(e["val_accuracy"]),
+                 pm(e["test_loss"], 1, 4, ""), pm(e["train_seconds"], 1 / 60, 1, "")]
+                for e in summary])]
+    if effects:
+        tables.append((
+            "Factor effects on test accuracy",
+            "Main effect: mean of the paired differences (second level minus first) over the "
+            "other two factors and the seeds, with a paired t interval; an interaction is the "
+            "change of the first factor's effect between the levels of the second.",
+            ["comparison", "effect (pp)", f"{fa.CONFIDENCE:.0%} interval (pp)", "pairs", "verdict"],
+            [[(f"{display[e['second']]} vs {display[e['first']]}" if "by" not in e
+               else f"{e['factor']} x {e['by']} (interaction)"), f"{100 * e['effect']:+.2f}",
+              (f"[{100 * e['low']:+.2f}, {100 * e['high']:+.2f}]" if np.isfinite(e["low"]) else "n/a"),
+              str(e["n"]), ("significant" if e["significant"] else "not significant")]
+             for e in effects + pair_effects]))
+    speed = fa.convergence(ok)
+    thresholds = fa.CONVERGENCE_THRESHOLDS
+
+    def reached(entry, t):
+        c = entry[t]
+        if not c["reached"]:
+            return f"never (0/{entry['n']})"
+        return f"{c['epochs']:.1f} ep, {c['seconds'] / 60:.1f} min ({c['reached']}/{entry['n']})"
+
+    tables.append((
+        "Convergence speed",
+        "Epochs and minutes of training until validation accuracy first reached each level, "
+        "mean over the seeds that reached it (how many did, in brackets).",
+        ["variant"] + [f"to {100 * t:.0f}% val acc" for t in thresholds],
+        [[e["name"]] + [reached(e, t) for t in thresholds] for e in speed]))
+    by_name = {}
+    for r in ok:
+        by_name.setdefault(r["name"], []).append(r["test_accuracy"])
+    points = [(e["name"].removeprefix("CNN_").replace("_", " · "), by_name[e["name"]],
+               (e["test_accuracy"]["mean"], e["test_accuracy"]["low"], e["test_accuracy"]["high"]))
+              for e in summary]
+    return tables, effects, pair_effects, points
 
 
-def write_report(output_dir, runs, load_model, x_test, class_names):
+def write_report(output_dir, runs, load_model, x_test, class_names, factors, display):
     """Every figure, report.html and summary.md from saved runs; returns the figure paths.
 
     runs: the runner's metrics records, best validation accuracy first, each with its
     run_dir and history. load_model: path -> Keras model. x_test: test images.
+    factors: {factor: (first level, second level)}; display: level -> label.
     """
     output_dir = Path(output_dir)
     ok = [r for r in runs if r["status"] == "ok"]
@@ -289,21 +403,30 @@ def write_report(output_dir, runs, load_model, x_test, class_names):
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(probabilities[wrong, predicted[wrong]])[::-1][:18]]
-    tag = best["name"] if len({r["seed"] for r in ok}) == 1 else f"{best['name']}_seed{best['seed']}"
+    tag = best["name"]
     best_title = f"{best['name']} (seed {best['seed']}; best on validation)"
+    n_seeds = len({r["seed"] for r in ok})
+    per_variant = mean_over_seeds(ok) if n_seeds > 1 else ok
+    over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
 
     mean_recall = np.mean([[r["classification_report"][c]["recall"] for c in class_names]
                            for r in ok], axis=0)
     hardest = ", ".join(f"{class_names[i]} ({100 * mean_recall[i]:.1f}%)"
                         for i in np.argsort(mean_recall)[:3])
+    recalls = {}
+    for r in ok:
+        recalls.setdefault(variant_label(r), []).append(
+            [r["classification_report"][c]["recall"] for c in class_names])
+    if n_seeds == 1:
+        recalls = {f"{r_label} (seed {ok[0]['seed']})": v for r_label, v in recalls.items()}
     figures = [
-        (plot_training_curves(ok, output_dir / "model_comparison.png"),
-         "Training and validation accuracy and loss per epoch for every variant; the star marks "
-         "the epoch with the best validation accuracy, whose checkpoint was evaluated."),
+        (plot_training_curves(per_variant, output_dir / "model_comparison.png"),
+         f"Training and validation accuracy and loss per epoch for every variant{over}; the "
+         "star marks the epoch with the best validation accuracy, whose checkpoint was evaluated."),
         (plot_confusion_matrix(best["confusion_matrix"], class_names,
                                output_dir / f"{tag}_confusion_matrix.png", best_title),
-         f"Test-set confusion matrix of {best['name']}: rows are true classes, columns "
-         "predictions, each cell with its count and share of the row."),
+         f"Test-set confusion matrix of {best['name']} (seed {best['seed']}): rows are true "
+         "classes, columns predictions, each cell with its count and share of the row."),
         (plot_filters(model.get_layer("conv1").get_weights()[0],
                       output_dir / f"{tag}_filters.png", best_title),
          "The 32 learned 3x3 kernels of the first convolution on one shared colour scale "
@@ -320,22 +443,34 @@ def write_report(output_dir, runs, load_model, x_test, class_names):
                             output_dir / f"{tag}_misclassified.png", best_title),
          "The test images the best model gets wrong with the highest confidence, with the "
          "true class, the predicted class and the model's confidence."),
-        (plot_per_class_accuracy(
-            {f"{variant_label(r)} (seed {r['seed']})": [r["classification_report"][c]["recall"]
-                                                       for c in class_names] for r in ok},
-            class_names, output_dir / "per_class_accuracy.png"),
-         f"Per-class test accuracy of every variant; hardest on average: {hardest}."),
+        (plot_per_class_accuracy({k: np.mean(v, axis=0) for k, v in recalls.items()},
+                                 class_names, output_dir / "per_class_accuracy.png"),
+         f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
     ]
+    tables, effects, pair_effects, points = statistics_sections(runs, factors, display)
+    if effects:
+        figures.append((
+            plot_factor_effects(effects, pair_effects, points, output_dir / "factor_effects.png",
+                                display),
+            f"Left: the effect of each design choice on test accuracy with its {fa.CONFIDENCE:.0%} "
+            "paired t interval (red where the interval excludes zero). Right: each variant's "
+            "test accuracy per seed (points) with its mean and interval."))
+    effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
 
     results = results_rows(runs)
     report = classification_rows(best["classification_report"], class_names)
     summary = ["# Fashion-MNIST CNN design-choice lab: results\n",
                f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
-               f"{100 * best['test_accuracy']:.2f}%.\n", "## Runs (best validation accuracy first)\n",
-               markdown_table(*results), "", f"## Classification report of {best['name']}\n",
-               markdown_table(*report), "", "## Figures\n"]
+               f"{100 * best['test_accuracy']:.2f}%.\n"]
+    if effect_lines:
+        summary += ["## What the data support\n", *[f"- {line}" for line in effect_lines], ""]
+    for title, intro, header, rows in tables:
+        summary += [f"## {title}\n", intro + "\n", markdown_table(header, rows), ""]
+    summary += ["## Runs (best validation accuracy first)\n", markdown_table(*results), "",
+                f"## Classification report of {best['name']} (seed {best['seed']})\n",
+                markdown_table(*report), "", "## Figures\n"]
     summary += [f"![{p.stem}]({p.name})\n\n{caption}\n" for p, caption in figures]
-    atomic_write_text(output_dir / "summary.md", "\n".join(summary) + "\n")
+    atomic_write(output_dir / "summary.md", "\n".join(summary) + "\n")
 
     def embedded(p):
         return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
@@ -345,13 +480,18 @@ def write_report(output_dir, runs, load_model, x_test, class_names):
             "<h1>Fashion-MNIST CNN design-choice lab</h1>",
             f"<p>Best on validation: <b>{html.escape(best['name'])}</b> (seed {best['seed']}), "
             f"test accuracy {100 * best['test_accuracy']:.2f}%. Settings: "
-            f"{html.escape(str(best.get('settings', {})))}.</p>",
-            "<h2>Runs</h2><p>Sorted by validation accuracy, which chose the best model; the "
-            "test set was used only for these final numbers.</p>", html_table(*results),
-            f"<h2>Classification report of {html.escape(best['name'])}</h2>", html_table(*report),
-            "<h2>Figures</h2>"]
+            f"{html.escape(str(best.get('settings', {})))}.</p>"]
+    if effect_lines:
+        page += ["<h2>What the data support</h2><ul>",
+                 *[f"<li>{html.escape(line)}</li>" for line in effect_lines], "</ul>"]
+    for title, intro, header, rows in tables:
+        page += [f"<h2>{html.escape(title)}</h2><p>{html.escape(intro)}</p>", html_table(header, rows)]
+    page += ["<h2>Runs</h2><p>Sorted by validation accuracy, which chose the best model; the "
+             "test set was used only for these final numbers.</p>", html_table(*results),
+             f"<h2>Classification report of {html.escape(best['name'])}</h2>", html_table(*report),
+             "<h2>Figures</h2>"]
     page += [f"<figure><img alt='{p.stem}' src='{embedded(p)}'><figcaption>{html.escape(c)}"
              f"</figcaption></figure>" for p, c in figures]
     page.append("</body></html>")
-    atomic_write_text(output_dir / "report.html", "\n".join(page) + "\n")
+    atomic_write(output_dir / "report.html", "\n".join(page) + "\n")
     return [p for p, _ in figures]

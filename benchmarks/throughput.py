@@ -11,6 +11,7 @@ to the reference are printed, plus achieved GFLOP/s from the model's counted FLO
     python benchmarks/throughput.py                        # default comparison
     python benchmarks/throughput.py --configs reference project:128:float32 project:256:mixed_bfloat16
     python benchmarks/throughput.py --repeats 5 --steps 60
+    python benchmarks/throughput.py --configs reference project:128:float32 project:128:float32:xla
 """
 
 import argparse
@@ -61,17 +62,18 @@ def measure(config, variant, x, y, steps, epochs):
         n = steps * batch_size
         model = fm.build_model(variant)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+                      metrics=["accuracy"], jit_compile=False)
         timer = StepTimer()
         model.fit(x[:n], y[:n], batch_size=batch_size, epochs=epochs + 1, verbose=0, callbacks=[timer])
     else:
-        _, batch_size, precision = config.split(":")
+        _, batch_size, precision, *xla = config.split(":")
         batch_size = int(batch_size)
         keras.mixed_precision.set_dtype_policy(precision)
         n = steps * batch_size
         model = fm.build_model(variant)
         model.compile(optimizer=fm.make_optimizer(variant, steps, epochs + 1),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=xla == ["xla"])  # Keras' "auto" means no XLA on a CPU
         timer = StepTimer()
         dataset = fm.make_dataset(x[:n], y[:n], batch_size, training=True, seed=0)
         model.fit(dataset, epochs=epochs + 1, verbose=0, callbacks=[timer])
@@ -84,7 +86,7 @@ def main():
     p.add_argument("--configs", nargs="+",
                    default=["reference", "project:128:float32", "project:128:mixed_bfloat16",
                             "project:256:float32"],
-                   help="'reference' or project:BATCH:PRECISION")
+                   help="'reference' or project:BATCH:PRECISION[:xla]")
     p.add_argument("--variant", default="relu,maxpool,adam", help="activation,downsampling,optimizer")
     p.add_argument("--steps", type=int, default=40, help="steps per timed epoch")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")

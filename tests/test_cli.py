@@ -17,7 +17,7 @@ import fashion_mnist_cnn as fm
 TINY = ["--subset", "400", "--epochs", "2", "--batch-size", "64",
         "--activation", "relu", "--downsampling", "maxpool", "strided", "--optimizer", "adam"]
 NAMES = ["CNN_ReLU_MaxPool_Adam", "CNN_ReLU_Strided_Adam"]
-FIGURES = ["model_comparison.png", "per_class_accuracy.png"]
+FIGURES = ["model_comparison.png", "per_class_accuracy.png", "factor_effects.png"]
 
 
 def run_cli(*args):

@@ -1,0 +1,112 @@
+"""The comparison statistics on synthetic result tables with known, planted effects."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import factor_analysis as fa
+
+FACTORS = {"activation": ("relu", "leakyrelu"), "downsampling": ("maxpool", "strided"),
+           "optimizer": ("adam", "sgd")}
+DISPLAY = {"relu": "ReLU", "leakyrelu": "LeakyReLU", "maxpool": "MaxPool", "strided": "Strided",
+           "adam": "Adam", "sgd": "SGD"}
+
+
+def synthetic_rows(seeds, effects, noise_sd, seed=0, interaction=0.0):
+    """Result rows: 91% + planted main effects (second level adds effects[factor]) + an
+    activation x optimizer interaction + a per-seed offset + Gaussian run noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(seeds):
+        seed_offset = rng.normal(0, 0.003)  # shared by every variant of a seed: pairing cancels it
+        for levels in itertools.product(*FACTORS.values()):
+            cell = dict(zip(FACTORS, levels))
+            acc = 0.91 + seed_offset + rng.normal(0, noise_sd)
+            acc += sum(effects.get(f, 0.0) for f, level in cell.items() if level == FACTORS[f][1])
+            if cell["activation"] == "leakyrelu" and cell["optimizer"] == "sgd":
+                acc += interaction
+            rows.append({**cell, "name": "_".join(levels), "seed": s, "status": "ok",
+                         "test_accuracy": acc, "val_accuracy": acc + 0.005, "test_loss": 0.25,
+                         "train_seconds": 600.0})
+    return rows
+
+
+def by_factor(effects):
+    return {e["factor"]: e for e in effects}
+
+
+def test_planted_one_point_effect_is_found_and_covered():
+    rows = synthetic_rows(seeds=3, effects={"downsampling": 0.01}, noise_sd=0.002)
+    effects = by_factor(fa.factor_effects(rows, FACTORS))
+    strided = effects["downsampling"]
+    assert strided["n"] == 12  # 4 (other factors) x 3 seeds
+    assert strided["low"] < 0.01 < strided["high"]
+    assert strided["low"] > 0 and strided["significant"]
+    assert abs(strided["effect"] - 0.01) < 0.003
+
+
+def test_null_effects_cover_zero():
+    rows = synthetic_rows(seeds=3, effects={"downsampling": 0.01}, noise_sd=0.002)
+    effects = by_factor(fa.factor_effects(rows, FACTORS))
+    for factor in ("activation", "optimizer"):
+        assert effects[factor]["low"] < 0 < effects[factor]["high"], effects[factor]
+        assert not effects[factor]["significant"]
+
+
+def test_null_interval_covers_zero_about_95_percent_of_the_time():
+    covered = 0
+    for k in range(200):
+        sgd = by_factor(fa.factor_effects(synthetic_rows(3, {}, 0.003, seed=k), FACTORS))["optimizer"]
+        covered += sgd["low"] < 0 < sgd["high"]
+    assert 180 <= covered <= 199  # nominal 95% of 200 draws is 190
+
+
+def test_seed_offsets_cancel_in_the_pairing():
+    # Large per-seed offsets (0.3 pp sd) but tiny run noise: the interval stays narrow.
+    rows = synthetic_rows(seeds=3, effects={"optimizer": -0.004}, noise_sd=0.0002)
+    sgd = by_factor(fa.factor_effects(rows, FACTORS))["optimizer"]
+    assert sgd["high"] - sgd["low"] < 0.001 and sgd["high"] < 0
+
+
+def test_planted_interaction_is_found():
+    rows = synthetic_rows(seeds=3, effects={}, noise_sd=0.001, interaction=0.01)
+    found = {(e["factor"], e["by"]): e for e in fa.interactions(rows, FACTORS)}
+    assert set(found) == {("activation", "downsampling"), ("activation", "optimizer"),
+                          ("downsampling", "optimizer")}
+    planted = found[("activation", "optimizer")]
+    assert planted["n"] == 6 and planted["low"] < 0.01 < planted["high"] and planted["significant"]
+    assert not found[("activation", "downsampling")]["significant"]
+
+
+def test_missing_cells_and_failed_runs_are_left_out_of_the_pairs():
+    rows = synthetic_rows(seeds=2, effects={}, noise_sd=0.001)
+    rows[0]["status"] = "failed"  # relu, maxpool, adam, seed 0
+    effects = by_factor(fa.factor_effects(rows, FACTORS))
+    assert all(e["n"] == 7 for e in effects.values())
+
+
+def test_mean_interval_matches_the_t_formula():
+    mean, sd, low, high = fa.mean_interval([0.90, 0.91, 0.92])
+    assert mean == pytest.approx(0.91) and sd == pytest.approx(0.01)
+    assert high - mean == pytest.approx(4.302653 * 0.01 / np.sqrt(3), rel=1e-5)
+    assert np.isnan(fa.mean_interval([0.9])[2])
+
+
+def test_variant_summary_and_sentence():
+    rows = synthetic_rows(seeds=3, effects={"activation": 0.005}, noise_sd=0.001)
+    summary = fa.variant_summary(rows, FACTORS)
+    assert len(summary) == 8 and all(e["n"] == 3 for e in summary)
+    assert summary[0]["activation"] == "leakyrelu"  # best mean first
+    effect = by_factor(fa.factor_effects(rows, FACTORS))["activation"]
+    line = fa.effect_sentence(effect, DISPLAY)
+    assert line.startswith("LeakyReLU vs ReLU: +0.5") and "significant at 95%" in line
+
+
+def test_convergence_counts_epochs_and_seconds():
+    history = [{"val_accuracy": v, "seconds": 100.0} for v in (0.85, 0.905, 0.915, 0.925)]
+    runs = [{"name": "a", "status": "ok", "history": history},
+            {"name": "a", "status": "ok", "history": history[:3]}]
+    (row,) = fa.convergence(runs)
+    assert row[0.90] == {"reached": 2, "epochs": 2.0, "seconds": 200.0}
+    assert row[0.92] == {"reached": 1, "epochs": 4.0, "seconds": 400.0}
