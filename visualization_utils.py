@@ -223,7 +223,7 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     points: list of (variant label, [accuracy per seed], (mean, low, high)), best first.
     """
     rows = [(f"{display[e['second']]} vs {display[e['first']]}", e) for e in effects]
-    rows += [(f"{e['factor']} x {e['by']} (interaction)", e) for e in interaction_effects]
+    rows += [(f"{e['factor']} x {e['by']}\n(interaction)", e) for e in interaction_effects]
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.55 * len(points) + 2)),
                                       layout="constrained", width_ratios=[1, 1.15])
     for y, (label, e) in enumerate(rows[::-1]):
@@ -231,8 +231,9 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
         if np.isfinite(e["low"]):
             left.plot([100 * e["low"], 100 * e["high"]], [y, y], color=color, linewidth=2.2)
         left.plot(100 * e["effect"], y, "o", color=color, markersize=8)
-        left.annotate(f"{100 * e['effect']:+.2f} pp", (100 * e["effect"], y), xytext=(0, 7),
-                      textcoords="offset points", ha="center", fontsize=8.5, color=color)
+        left.annotate(f"{100 * e['effect']:+.2f} pp", (100 * e["effect"], y), xytext=(0, 8),
+                      textcoords="offset points", ha="center", fontsize=8.5, color=color,
+                      bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=0.6))
     left.axvline(0, color="black", linewidth=1)
     left.set_yticks(range(len(rows)), [label for label, _ in rows[::-1]])
     left.set_ylim(-0.7, len(rows) - 0.3)
@@ -247,14 +248,19 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
                    alpha=0.6, markersize=6, label="one seed" if y == 0 else None)
         if np.isfinite(low):
             right.plot([100 * low, 100 * high], [y, y], color="black", linewidth=1.5)
-        right.plot(100 * mean, y, "D", color="black", markersize=6,
+        right.plot(100 * mean, y, "D", markerfacecolor="none", markeredgecolor="black",
+                   markersize=10, markeredgewidth=1.5,
                    label="mean (bar: 95% interval)" if y == 0 else None)
     right.set_yticks(range(len(points)), [label for label, _, _ in points[::-1]])
+    right.margins(x=0.08)
+    right.set_ylim(-0.7, len(points) - 0.3)
     right.set_xlabel("test accuracy (%)")
     right.set_title("Test accuracy of every variant, one point per seed", fontsize=11)
     right.grid(axis="x", alpha=0.3)
     right.legend(loc="lower right", fontsize=8.5)
-    fig.suptitle("Which design choices matter?", fontsize=14)
+    n_seeds = max((len(values) for _, values, _ in points), default=0)
+    fig.suptitle(f"Which design choices matter? ({n_seeds} seed{'s' if n_seeds != 1 else ''} "
+                 "per variant)", fontsize=14)
     return save_figure(fig, path)
 
 
