@@ -310,6 +310,18 @@ class EpochTimer(keras.callbacks.Callback):
         logs["seconds"] = time.time() - self.started
 
 
+class RenameWhenSaved(keras.callbacks.Callback):
+    """Moves a checkpoint written to a temp path into place at the end of its epoch."""
+
+    def __init__(self, temp_path, path):
+        super().__init__()
+        self.temp_path, self.path = temp_path, path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.temp_path.exists():
+            os.replace(self.temp_path, self.path)
+
+
 def train_and_evaluate(variant, seed, data, args, run_dir):
     """Train one run (resuming if it was interrupted), evaluate it, save everything."""
 
@@ -337,9 +349,13 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     callbacks = [
         EpochTimer(),  # first, so CSVLogger writes its "seconds" column
         keras.callbacks.TerminateOnNaN(),
-        # initial_value_threshold: a resumed run must not forget the best epoch it already saw
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, initial_value_threshold=best_so_far),
+        # initial_value_threshold: a resumed run must not forget the best epoch it already saw.
+        # It saves to a temp file that the next callback renames: a kill mid-save cannot
+        # leave best.keras half-written (the leftover temp file is removed on restart).
+        keras.callbacks.ModelCheckpoint(str(run_dir / ".best.tmp.keras"), monitor="val_accuracy",
+                                        mode="max", save_best_only=True,
+                                        initial_value_threshold=best_so_far),
+        RenameWhenSaved(run_dir / ".best.tmp.keras", best_path),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         keras.callbacks.CSVLogger(str(history_path), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
