@@ -614,10 +614,14 @@ def main(argv=None):
     # ignored (`cmd &` in a script): finished epochs and runs are on disk already.
     previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if args.logical_cpus:  # before TensorFlow's runtime starts
-            tf.config.set_logical_device_configuration(
-                tf.config.list_physical_devices("CPU")[0],
-                [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
+        if args.logical_cpus:
+            try:
+                tf.config.set_logical_device_configuration(
+                    tf.config.list_physical_devices("CPU")[0],
+                    [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
+            except RuntimeError:
+                raise DataError("--logical-cpus works only before TensorFlow has started "
+                                "(use it from the command line)") from None
         if args.list_variants:
             for v in variant_grid(args.activation, args.downsampling, args.optimizer):
                 print(f"{v.name:32} {trainable_params(build_model(v)):>9,} trainable parameters")
@@ -639,10 +643,11 @@ def main(argv=None):
             failed = run_grid(args)
             rows = write_results_table(args.output_dir)
             runs = finished_runs(args.output_dir)
-        if not rows:
+        sharded = args.report_only is None and args.shard
+        if not rows and not sharded:  # a shard may share a folder nobody has finished in yet
             raise DataError(f"{args.output_dir}: no finished runs to report")
         print_table(rows)
-        if args.report_only is None and args.shard:
+        if sharded:
             print(f"\nshard {args.shard[0]}/{args.shard[1]} done. When every shard is: "
                   f"python fashion_mnist_cnn.py --report-only DIR [DIR ...] --output-dir OUT")
             return 1 if failed else 0

@@ -181,3 +181,10 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
     assert json.loads((tmp_path / "mirrored" / "results.json").read_text())[0]["status"] == "ok"
     assert float(m["test_accuracy"]) > 0.6 and float(s["test_accuracy"]) > 0.6
     assert abs(float(m["test_accuracy"]) - float(s["test_accuracy"])) < 0.05
+
+
+def test_a_shard_with_no_runs_exits_0_without_training(tmp_path, capsys):
+    # 8 runs in 30 slices: slice 29 is empty, which is normal for a large job array
+    assert fm.main(["--shard", "29/30", "--output-dir", str(tmp_path)]) == 0
+    assert "shard 29/30 done" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
