@@ -53,7 +53,7 @@ def variant_label(run):
 
 # ----------------------------------------------------------------------------- figures
 
-def plot_training_curves(runs, path):
+def plot_training_curves(runs, path, subtitle=None):
     """2x2 panels of train/val accuracy and loss per epoch, one styled line per run.
 
     runs: dicts with activation, downsampling, optimizer, best_epoch and history (a list
@@ -97,7 +97,8 @@ def plot_training_curves(runs, path):
                           markeredgecolor="black", label="best validation epoch (checkpoint kept)"))
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9,
                title="colour = optimizer, line = downsampling, marker = activation")
-    fig.suptitle("Training curves of every variant", fontsize=14)
+    fig.suptitle("Training curves of every variant" + (f"\n{subtitle}" if subtitle else ""),
+                 fontsize=14)
     return save_figure(fig, path)
 
 
@@ -197,7 +198,8 @@ def plot_misclassified(images, true_labels, predicted_labels, confidences, class
     return save_figure(fig, path)
 
 
-def plot_per_class_accuracy(per_class, class_names, path):
+def plot_per_class_accuracy(per_class, class_names, path,
+                            title="Per-class test accuracy of every variant (best validation run first)"):
     """Heatmap: rows are runs, columns classes, cells the class's recall (accuracy) in %.
 
     per_class: dict label -> sequence of recalls (0-1), in class order.
@@ -210,7 +212,7 @@ def plot_per_class_accuracy(per_class, class_names, path):
                 cbar_kws={"label": "per-class accuracy (recall, %)"}, ax=ax)
     ax.tick_params(axis="x", rotation=30)
     ax.set_xlabel("true class")
-    ax.set_title("Per-class test accuracy of every variant (best validation run first)")
+    ax.set_title(title)
     return save_figure(fig, path)
 
 
@@ -426,7 +428,9 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
     if n_seeds == 1:
         recalls = {f"{r_label} (seed {ok[0]['seed']})": v for r_label, v in recalls.items()}
     figures = [
-        (plot_training_curves(per_variant, output_dir / "model_comparison.png"),
+        (plot_training_curves(per_variant, output_dir / "model_comparison.png",
+                              f"mean over {n_seeds} seeds per epoch; star: best epoch of the mean "
+                              "validation curve" if n_seeds > 1 else None),
          f"Training and validation accuracy and loss per epoch for every variant{over}; the "
          "star marks the epoch with the best validation accuracy, whose checkpoint was evaluated."),
         (plot_confusion_matrix(best["confusion_matrix"], class_names,
@@ -450,7 +454,10 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
          "The test images the best model gets wrong with the highest confidence, with the "
          "true class, the predicted class and the model's confidence."),
         (plot_per_class_accuracy({k: np.mean(v, axis=0) for k, v in recalls.items()},
-                                 class_names, output_dir / "per_class_accuracy.png"),
+                                 class_names, output_dir / "per_class_accuracy.png",
+                                 *([f"Per-class test accuracy of every variant, mean over {n_seeds} "
+                                    "seeds (best validation run's variant first)"]
+                                   if n_seeds > 1 else [])),
          f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
     ]
     tables, effects, pair_effects, points = statistics_sections(runs, factors, display)
