@@ -94,7 +94,7 @@ def plot_training_curves(runs, path, subtitle=None):
                       linestyle=DOWNSAMPLING_LINESTYLE[r["downsampling"]],
                       marker=ACTIVATION_MARKER[r["activation"]], label=variant_label(r)) for r in runs]
     handles.append(Line2D([], [], linestyle="", marker="*", markersize=13, color="gold",
-                          markeredgecolor="black", label="best validation epoch (checkpoint kept)"))
+                          markeredgecolor="black", label="best validation epoch" + ("" if subtitle else " (checkpoint kept)")))
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9,
                title="colour = optimizer, line = downsampling, marker = activation")
     fig.suptitle("Training curves of every variant" + (f"\n{subtitle}" if subtitle else ""),
