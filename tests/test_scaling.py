@@ -179,6 +179,7 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
     assert "1 replica(s)" in single
     (m,), (s,) = table(tmp_path / "mirrored").values(), table(tmp_path / "single").values()
     assert json.loads((tmp_path / "mirrored" / "results.json").read_text())[0]["status"] == "ok"
+    print(f"mirrored {m['test_accuracy']}, single {s['test_accuracy']}")  # pytest -s shows it
     assert float(m["test_accuracy"]) > 0.6 and float(s["test_accuracy"]) > 0.6
     assert abs(float(m["test_accuracy"]) - float(s["test_accuracy"])) < 0.05
 
