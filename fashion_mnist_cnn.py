@@ -293,9 +293,9 @@ def run_settings(args):
 def distribution_strategy(distribute):
     """MirroredStrategy over the GPUs (or, without GPUs, the logical CPUs) when asked for, or
     for `auto` when more than one GPU is visible; else the default single-device strategy."""
-    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
-        d.name for d in tf.config.list_logical_devices("CPU")]
     if distribute == "mirrored" or (distribute == "auto" and len(GPUS) > 1):
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.get_strategy()
 
