@@ -576,9 +576,11 @@ def run_grid(args):
         if args.fresh and run_dir.exists():
             shutil.rmtree(run_dir)
         todo.append((variant, seed, run_dir))
-    # a shard shares the output dir with other workers: only its own run folders are its own
-    remove_leftover_temp_files([d for _, _, d in todo])
-    remove_leftover_temp_files([args.output_dir], older_than=600 if args.shard else 0)
+    if args.shard:  # other workers may share the dir: clean only its own run folders now,
+        remove_leftover_temp_files([d for _, _, d in todo])  # and elsewhere only stale files
+        remove_leftover_temp_files([args.output_dir], older_than=600)
+    else:
+        remove_leftover_temp_files([args.output_dir])
     if not todo:
         return []
     failed, started, data = [], time.time(), {}
