@@ -28,8 +28,6 @@ SAMPLE_INDEX = 0  # the fixed test image of the activation-map figure (an ankle 
 OPTIMIZER_COLOR = {"adam": "#1f77b4", "sgd": "#d62728"}
 DOWNSAMPLING_LINESTYLE = {"maxpool": "-", "strided": "--"}
 ACTIVATION_MARKER = {"relu": "o", "leakyrelu": "^"}
-LABEL = {"relu": "ReLU", "leakyrelu": "LeakyReLU", "maxpool": "MaxPool", "strided": "Strided",
-         "adam": "Adam", "sgd": "SGD"}
 
 
 def save_figure(fig, path):
@@ -48,7 +46,8 @@ def save_figure(fig, path):
 
 
 def variant_label(run):
-    return " · ".join(LABEL[run[k]] for k in ("activation", "downsampling", "optimizer"))
+    """'CNN_ReLU_MaxPool_Adam' -> 'ReLU · MaxPool · Adam' (the runner's names are the labels)."""
+    return run["name"].removeprefix("CNN_").replace("_", " · ")
 
 
 # ----------------------------------------------------------------------------- figures
@@ -56,7 +55,7 @@ def variant_label(run):
 def plot_training_curves(runs, path, subtitle=None):
     """2x2 panels of train/val accuracy and loss per epoch, one styled line per run.
 
-    runs: dicts with activation, downsampling, optimizer, best_epoch and history (a list
+    runs: dicts with name, activation, downsampling, optimizer, best_epoch and history (a list
     of per-epoch dicts with accuracy, val_accuracy, loss, val_loss).
     """
     panels = [("accuracy", "Training accuracy (dropout and flips on)", "accuracy (%)"),
