@@ -114,6 +114,25 @@ def interactions(rows, factors, metric="test_accuracy"):
     return found
 
 
+def family_adjusted(entries, confidence=CONFIDENCE):
+    """The entries (effects and interactions reported together) with Bonferroni-widened
+    intervals added: each at 1 - (1 - confidence) / m for m entries, so that all m intervals
+    hold at once with probability >= confidence. Six comparisons at 95% each would give
+    about a one-in-four chance that at least one zero effect looks "significant"."""
+    m = len(entries)
+    each = 1 - (1 - confidence) / max(m, 1)
+    adjusted = []
+    for e in entries:
+        if e["n"] < 2:
+            low = high = float("nan")
+        else:
+            half = stats.t.ppf(0.5 + each / 2, e["n"] - 1) * e["sd"] / np.sqrt(e["n"])
+            low, high = e["effect"] - half, e["effect"] + half
+        adjusted.append({**e, "family_size": m, "family_low": low, "family_high": high,
+                         "family_significant": bool(np.isfinite(low) and (low > 0 or high < 0))})
+    return adjusted
+
+
 def first_epoch_reaching(history, threshold):
     """(epochs, seconds) until validation accuracy first reached threshold, or None."""
     seconds = 0.0
@@ -155,5 +174,10 @@ def effect_sentence(effect, display):
     if not np.isfinite(effect["low"]):
         return f"{head}: {100 * effect['effect']:+.2f} pp (one pair: no interval)"
     verdict = "significant" if effect["significant"] else "not significant"
+    family = ""
+    if effect["significant"] and "family_size" in effect:
+        family = (f"; {'holds' if effect['family_significant'] else 'not'} after Bonferroni "
+                  f"over {effect['family_size']} comparisons")
     return (f"{head}: {100 * effect['effect']:+.2f} pp [{100 * effect['low']:+.2f}, "
-            f"{100 * effect['high']:+.2f}], {verdict} at {CONFIDENCE:.0%} (n={effect['n']} pairs)")
+            f"{100 * effect['high']:+.2f}], {verdict} at {CONFIDENCE:.0%} (n={effect['n']} pairs)"
+            f"{family}")

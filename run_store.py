@@ -22,10 +22,20 @@ class DataError(Exception):
     message names the file or setting and what is wrong (exit code 2)."""
 
 
+def temp_file_beside(path, prefix, suffix):
+    """mkstemp in path's folder, with the permissions open() would give (mkstemp's are 0600,
+    which would hide results from the rest of a shared group)."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def atomic_write(path, text):
     """Write text to path via a temp file, fsync and rename: never a half-written file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -39,7 +49,7 @@ def atomic_write(path, text):
 
 
 def atomic_save_npz(path, **arrays):
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".pred.", suffix=".tmp.npz")
+    fd, tmp = temp_file_beside(path, ".pred.", ".tmp.npz")
     with os.fdopen(fd, "wb") as f:
         np.savez_compressed(f, **arrays)
         f.flush()

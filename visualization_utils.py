@@ -8,7 +8,6 @@ saved runs. `write_report` reads what the runner saved and calls them.
 import base64
 import html
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +19,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 import factor_analysis as fa  # noqa: E402
-from run_store import atomic_write  # noqa: E402
+from run_store import atomic_write, temp_file_beside  # noqa: E402
 
 DPI = 130
 SAMPLE_INDEX = 0  # the fixed test image of the activation-map figure (an ankle boot)
@@ -33,7 +32,7 @@ ACTIVATION_MARKER = {"relu": "o", "leakyrelu": "^"}
 def save_figure(fig, path):
     """Write a figure atomically (temp file + rename) and free it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.png")
+    fd, tmp = temp_file_beside(path, f".{path.stem}.", ".tmp.png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=DPI)
@@ -220,7 +219,8 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     marked. Right: every run's test accuracy as a point per seed, with the variant's mean
     and interval, so the seed-to-seed spread is visible.
 
-    effects / interaction_effects: factor_analysis entries (effect, low, high, significant).
+    effects / interaction_effects: factor_analysis entries (effect, low, high, significant;
+    family_low/family_high, when present, are drawn as a thinner, wider interval).
     points: list of (variant label, [accuracy per seed], (mean, low, high)), best first.
     """
     rows = [(f"{display[e['second']]} vs {display[e['first']]}", e) for e in effects]
@@ -229,8 +229,11 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
                                       layout="constrained", width_ratios=[1, 1.15])
     for y, (label, e) in enumerate(rows[::-1]):
         color = "#d62728" if e["significant"] else "#555555"
+        if np.isfinite(e.get("family_low", np.nan)):  # thin: the Bonferroni interval
+            left.plot([100 * e["family_low"], 100 * e["family_high"]], [y, y], color=color,
+                      linewidth=0.9, marker="|", markersize=9)
         if np.isfinite(e["low"]):
-            left.plot([100 * e["low"], 100 * e["high"]], [y, y], color=color, linewidth=2.2)
+            left.plot([100 * e["low"], 100 * e["high"]], [y, y], color=color, linewidth=2.6)
         left.plot(100 * e["effect"], y, "o", color=color, markersize=8)
         left.annotate(f"{100 * e['effect']:+.2f} pp", (100 * e["effect"], y), xytext=(0, 8),
                       textcoords="offset points", ha="center", fontsize=8.5, color=color,
@@ -240,8 +243,11 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     left.set_ylim(-0.7, len(rows) - 0.3)
     left.set_xlabel("difference in test accuracy (percentage points)")
     n_pairs = rows[0][1]["n"] if rows else 0
-    left.set_title(f"Effects with {fa.CONFIDENCE:.0%} paired t intervals ({n_pairs} pairs per "
-                   "main effect)\nred: interval excludes zero", fontsize=11)
+    family = (f"; thin: Bonferroni over {rows[0][1]['family_size']}"
+              if rows and "family_size" in rows[0][1] else "")
+    left.set_title(f"Effects, thick: {fa.CONFIDENCE:.0%} paired t interval{family}\n"
+                   f"({n_pairs} pairs per main effect; red: thick interval excludes zero)",
+                   fontsize=11)
     left.grid(axis="x", alpha=0.3)
 
     for y, (label, values, (mean, low, high)) in enumerate(points[::-1]):
@@ -340,6 +346,9 @@ def statistics_sections(runs, factors, display):
     ok = [r for r in runs if r["status"] == "ok"]
     summary = fa.variant_summary(ok, factors)
     effects, pair_effects = fa.factor_effects(ok, factors), fa.interactions(ok, factors)
+    # All six are read together, so each also gets a family-wise (Bonferroni) interval.
+    adjusted = fa.family_adjusted(effects + pair_effects)
+    effects, pair_effects = adjusted[:len(effects)], adjusted[len(effects):]
     n_seeds = len({r["seed"] for r in ok})
 
     def pm(stat, scale=100, digits=2, unit="%"):
@@ -347,6 +356,15 @@ def statistics_sections(runs, factors, display):
             return f"{scale * stat['mean']:.{digits}f}{unit}"
         return (f"{scale * stat['mean']:.{digits}f}{unit} ± {scale * stat['sd']:.{digits}f} "
                 f"[{scale * stat['low']:.{digits}f}, {scale * stat['high']:.{digits}f}]")
+
+    def interval(low, high):
+        return f"[{100 * low:+.2f}, {100 * high:+.2f}]" if np.isfinite(low) else "n/a"
+
+    def verdict(effect):
+        if effect["family_significant"]:
+            return "significant, also after Bonferroni"
+        return ("significant at 95%, not after Bonferroni" if effect["significant"]
+                else "not significant")
 
     tables = [("Variants over seeds",
                f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean] "
@@ -360,13 +378,17 @@ def statistics_sections(runs, factors, display):
             "Factor effects on test accuracy",
             "Main effect: mean of the paired differences (second level minus first) over the "
             "other two factors and the seeds, with a paired t interval; an interaction is the "
-            "change of the first factor's effect between the levels of the second.",
-            ["comparison", "effect (pp)", f"{fa.CONFIDENCE:.0%} interval (pp)", "pairs", "verdict"],
+            "change of the first factor's effect between the levels of the second. The "
+            f"Bonferroni interval is wide enough for all {len(adjusted)} comparisons to hold at "
+            f"once with {fa.CONFIDENCE:.0%} confidence: use it when reading the table as a "
+            "whole.",
+            ["comparison", "effect (pp)", f"{fa.CONFIDENCE:.0%} interval (pp)",
+             f"Bonferroni interval (x{len(adjusted)})", "pairs", "verdict"],
             [[(f"{display[e['second']]} vs {display[e['first']]}" if "by" not in e
                else f"{e['factor']} x {e['by']} (interaction)"), f"{100 * e['effect']:+.2f}",
-              (f"[{100 * e['low']:+.2f}, {100 * e['high']:+.2f}]" if np.isfinite(e["low"]) else "n/a"),
-              str(e["n"]), ("significant" if e["significant"] else "not significant")]
-             for e in effects + pair_effects]))
+              interval(e["low"], e["high"]), interval(e["family_low"], e["family_high"]),
+              str(e["n"]), verdict(e)]
+             for e in adjusted]))
     speed = fa.convergence(ok)
     thresholds = fa.CONVERGENCE_THRESHOLDS
 

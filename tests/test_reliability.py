@@ -128,3 +128,26 @@ def test_finished_training_is_not_repeated(tmp_path):
     write_history(run_dir, 3)
     (run_dir / "best.keras").write_text("model")
     assert len(fm.resumable_history(run_dir, epochs=3)) == 3
+
+
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
+    """mkstemp makes 0600 files; results shared with a group must not silently be private."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    import run_store
+    import visualization_utils as viz
+
+    umask = os.umask(0o022)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        expected = os.stat(tmp_path / "plain.txt").st_mode & 0o777
+        run_store.atomic_write(tmp_path / "table.csv", "a,b\n")
+        run_store.atomic_save_npz(tmp_path / "predictions.npz", labels=np.arange(3))
+        viz.save_figure(plt.figure(), tmp_path / "figure.png")
+    finally:
+        os.umask(umask)
+    for name in ("table.csv", "predictions.npz", "figure.png"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == expected == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "figure.png", "plain.txt", "predictions.npz", "table.csv"]
