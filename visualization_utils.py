@@ -407,7 +407,7 @@ def statistics_sections(runs, factors, display):
     by_name = {}
     for r in ok:
         by_name.setdefault(r["name"], []).append(r["test_accuracy"])
-    points = [(e["name"].removeprefix("CNN_").replace("_", " · "), by_name[e["name"]],
+    points = [(variant_label(e), by_name[e["name"]],
                (e["test_accuracy"]["mean"], e["test_accuracy"]["low"], e["test_accuracy"]["high"]))
               for e in summary]
     return tables, effects, pair_effects, points
