@@ -32,8 +32,17 @@ def mean_interval(values, confidence=CONFIDENCE):
     if len(values) < 2:
         return mean, float("nan"), float("nan"), float("nan")
     sd = float(values.std(ddof=1))
-    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * sd / np.sqrt(len(values))
+    half = t_half_width(sd, len(values), confidence)
     return mean, sd, mean - half, mean + half
+
+
+def t_half_width(sd, n, confidence):
+    """Half-width of the t interval for a mean of n values with sample sd."""
+    return stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)
+
+
+def excludes_zero(low, high):
+    return bool(np.isfinite(low) and (low > 0 or high < 0))
 
 
 def ok_rows(rows):
@@ -64,7 +73,7 @@ def cell_values(rows, factors, metric):
 def _interval_entry(differences, **fields):
     mean, sd, low, high = mean_interval(differences)
     return {**fields, "effect": mean, "sd": sd, "low": low, "high": high, "n": len(differences),
-            "significant": bool(np.isfinite(low) and (low > 0 or high < 0))}
+            "significant": excludes_zero(low, high)}
 
 
 def factor_effects(rows, factors, metric="test_accuracy"):
@@ -122,14 +131,11 @@ def family_adjusted(entries, confidence=CONFIDENCE):
     m = len(entries)
     each = 1 - (1 - confidence) / max(m, 1)
     adjusted = []
-    for e in entries:
-        if e["n"] < 2:
-            low = high = float("nan")
-        else:
-            half = stats.t.ppf(0.5 + each / 2, e["n"] - 1) * e["sd"] / np.sqrt(e["n"])
-            low, high = e["effect"] - half, e["effect"] + half
+    for e in entries:  # one pair has sd NaN, so its interval stays NaN
+        half = t_half_width(e["sd"], e["n"], each) if e["n"] > 1 else float("nan")
+        low, high = e["effect"] - half, e["effect"] + half
         adjusted.append({**e, "family_size": m, "family_low": low, "family_high": high,
-                         "family_significant": bool(np.isfinite(low) and (low > 0 or high < 0))})
+                         "family_significant": excludes_zero(low, high)})
     return adjusted
 
 
