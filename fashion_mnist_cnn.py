@@ -55,15 +55,20 @@ with native_stderr_silenced():
     import tensorflow as tf
 
     GPUS = tf.config.list_physical_devices("GPU")  # initialises the platform while muted
+    for _gpu in GPUS:  # take GPU memory as needed, so several workers can share one GPU
+        tf.config.experimental.set_memory_growth(_gpu, True)
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix, log_loss  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
+import environment  # noqa: E402
 import visualization_utils  # noqa: E402
-from run_store import (RESULT_COLUMNS, DataError, atomic_save_npz, atomic_write,  # noqa: E402,F401
-                       finished_runs, merged_runs, read_history, remove_leftover_temp_files,
-                       resumable_history, settings_of, write_results_table)
+from run_store import (CHECKPOINT_PATTERN, RESULT_COLUMNS, DataError, LabError,  # noqa: E402,F401
+                       UsageError, atomic_save_npz, atomic_write, best_logged_epoch,
+                       check_same_settings, checkpoint_epochs, checkpoint_path, finished_runs,
+                       merged_runs, prepare_resume, read_history, remove_leftover_temp_files,
+                       settings_of, write_results_table)
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -85,10 +90,11 @@ LEAKY_SLOPE = 0.1        # LeakyReLU's negative slope (Keras' default 0.3 is unu
 PEAK_LR = {"adam": 2e-3, "sgd": 0.05}  # peak of the warm-up + cosine schedule, per optimizer
 WEIGHT_DECAY = {"adam": 1e-4, "sgd": 5e-4}  # decoupled weight decay (AdamW-style for Adam)
 WARMUP_EPOCHS = 1        # linear warm-up before the cosine decay
-BN_MOMENTUM = 0.99       # Keras' default: fine for full runs (2,500+ steps)
-# --quick: same outputs in minutes. Batch norm's moving averages must follow the weights
-# within ~340 steps, which momentum 0.99 does not (validation accuracy stuck near chance).
-QUICK = dict(subset=4000, epochs=3, batch_size=32, bn_momentum=0.9)
+BN_MOMENTUM = 0.99       # Keras' default; only shapes training once statistics are recomputed
+BN_STAT_IMAGES = 2048    # training images whose statistics batch norm uses at validation/test
+# --quick: same outputs in minutes, in a folder of their own (a smoke check, not results)
+QUICK = dict(subset=4000, epochs=3, batch_size=32, output_dir=Path("results-quick"))
+DATA_DIR_VARIABLE = "FASHION_MNIST_DIR"  # environment variable: a folder with the IDX files
 
 
 # ----------------------------------------------------------------------------- data
@@ -144,13 +150,15 @@ def load_split(data_dir, split):
 def load_fashion_mnist(data_dir=None):
     """(x_train, y_train), (x_test, y_test) as uint8, from the first source that has them.
 
-    Look-up order: --data-dir, the Debian package's folder, then Keras' cache/downloader.
-    A folder that exists but holds bad files is an error, not a reason to look elsewhere.
+    Look-up order: --data-dir, $FASHION_MNIST_DIR, the Debian package's folder, then Keras'
+    cache/downloader. A folder given but holding bad files is an error, not a reason to look
+    elsewhere.
     """
-    if data_dir is not None:
-        if not Path(data_dir).is_dir():
-            raise DataError(f"{data_dir}: --data-dir is not a folder")
-        return load_split(data_dir, "train"), load_split(data_dir, "test")
+    for folder, what in ((data_dir, "--data-dir"), (os.environ.get(DATA_DIR_VARIABLE), DATA_DIR_VARIABLE)):
+        if folder:
+            if not Path(folder).is_dir():
+                raise DataError(f"{folder}: {what} is not a folder")
+            return load_split(folder, "train"), load_split(folder, "test")
     if SYSTEM_DATA_DIR.is_dir():
         return load_split(SYSTEM_DATA_DIR, "train"), load_split(SYSTEM_DATA_DIR, "test")
     try:
@@ -160,8 +168,9 @@ def load_fashion_mnist(data_dir=None):
         raise DataError(
             f"no Fashion-MNIST data found: looked in {SYSTEM_DATA_DIR} and {cache}, and Keras' "
             f"download failed ({type(e).__name__}). Install it with "
-            f"'apt-get install dataset-fashion-mnist', pass --data-dir DIR holding the four IDX "
-            f"files, or go online so Keras can download it") from None
+            f"'apt-get install dataset-fashion-mnist', or pass --data-dir DIR (or set "
+            f"{DATA_DIR_VARIABLE}=DIR) to a folder holding the four IDX files, or go online so "
+            f"Keras can download it") from None
 
 
 def prepare_data(data_dir, subset, val_fraction, seed):
@@ -217,7 +226,7 @@ def variant_grid(activations, downsamplings, optimizers):
     return [Variant(*levels) for levels in itertools.product(activations, downsamplings, optimizers)]
 
 
-def build_model(variant, bn_momentum=BN_MOMENTUM):
+def build_model(variant, bn_momentum=BN_MOMENTUM, synchronized=False):
     """The CNN of one variant, with named layers so figures can find them.
 
     Two conv blocks (32, 32 then 64, 64 filters, 3x3, 'same', each conv followed by batch
@@ -236,7 +245,8 @@ def build_model(variant, bn_momentum=BN_MOMENTUM):
         if variant.downsampling == "maxpool":
             return layers.MaxPooling2D(2, padding="same", name=name)(x)
         x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized,
+                                      name=f"{name}_bn")(x)
         return activation(f"{name}_act")(x)
 
     inputs = keras.Input(shape=(28, 28, 1), name="image")
@@ -246,7 +256,8 @@ def build_model(variant, bn_momentum=BN_MOMENTUM):
             conv += 1
             # no bias: batch norm's beta does its job
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{conv}")(x)
-            x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn{conv}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized,
+                                          name=f"bn{conv}")(x)
             x = activation(f"act{conv}")(x)
         x = downsample(x, filters, f"down{block}")  # 28 -> 14 -> 7
         x = layers.Dropout(0.25, name=f"dropout{block}")(x)
@@ -286,18 +297,44 @@ def make_optimizer(variant, steps_per_epoch, epochs, lr_scale=1.0):
 def run_settings(args):
     """What makes two runs of a variant comparable; stored with every run."""
     return {k: getattr(args, k) for k in ("epochs", "batch_size", "subset", "val_fraction",
-                                          "precision", "tta", "lr_scale", "replicas",
-                                          "bn_momentum")}
+                                          "precision", "tta", "lr_scale", "replica_scaling",
+                                          "bn_momentum", "bn_stat_images")}
 
 
-def distribution_strategy(distribute):
-    """MirroredStrategy over the GPUs (or, without GPUs, the logical CPUs) when asked for, or
-    for `auto` when more than one GPU is visible; else the default single-device strategy."""
+def distribution_strategy(distribute, logical_cpus=None):
+    """MirroredStrategy when asked for, or for `auto` when more than one GPU is visible: over
+    the GPUs, or over the logical CPUs (--logical-cpus, a testing aid, or no GPU at all);
+    else the default single-device strategy."""
     if distribute == "mirrored" or (distribute == "auto" and len(GPUS) > 1):
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
-            d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
+        gpus = [] if logical_cpus else [d.name for d in tf.config.list_logical_devices("GPU")]
+        return tf.distribute.MirroredStrategy(
+            gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
     return tf.distribute.get_strategy()
+
+
+def start_run(seed, precision):
+    """Reset everything global a previous run may have left, then seed this run.
+
+    clear_session() resets Keras' global state, the dtype policy included, so the policy is
+    set after it, here, for each run (set once before the first run it silently fell back
+    to float32). Op determinism (TensorFlow's, set once in main) and the strategy (passed
+    explicitly) are not touched by clear_session.
+    """
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
+    keras.mixed_precision.set_dtype_policy(precision)
+
+
+def compiled_model(variant, strategy, steps_per_epoch, epochs, lr_scale, bn_momentum=BN_MOMENTUM):
+    """build_model + optimizer and loss, inside the strategy's scope. Under mixed_float16
+    Keras wraps the optimizer in a LossScaleOptimizer; batch norm synchronises its batch
+    statistics across replicas when there are several, so every replica (and the saved
+    model) holds the same moving statistics."""
+    with strategy.scope():
+        model = build_model(variant, bn_momentum, synchronized=strategy.num_replicas_in_sync > 1)
+        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, epochs, lr_scale),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -310,79 +347,120 @@ class EpochTimer(keras.callbacks.Callback):
         logs["seconds"] = time.time() - self.started
 
 
-class RenameWhenSaved(keras.callbacks.Callback):
-    """Moves a checkpoint written to a temp path into place at the end of its epoch."""
+class RecomputeBatchNormStatistics(keras.callbacks.Callback):
+    """Before each validation pass, set every batch norm layer's moving mean and variance to
+    the statistics of its input over a fixed sample of training images, computed in
+    inference mode layer by layer (each layer sees its predecessors' new statistics, and no
+    dropout) -- what the network will compute at test time.
 
-    def __init__(self, temp_path, path):
+    Why: the moving averages (momentum 0.99) need thousands of steps to forget their initial
+    values, so short runs evaluated near chance level; recomputed statistics are right after
+    any number of steps ("precise BN", Wu & Johnson 2021, Rethinking "Batch" in BatchNorm).
+    """
+
+    def __init__(self, images):
         super().__init__()
-        self.temp_path, self.path = temp_path, path
+        self.images = images
+
+    def on_train_begin(self, logs=None):
+        norms = [layer for layer in self.model.layers
+                 if isinstance(layer, layers.BatchNormalization)]
+        # per image and channel: the mean of x and of x^2 over the spatial positions
+        self.probes = [(bn, keras.Model(self.model.inputs[0], [
+            keras.ops.mean(keras.ops.cast(bn.input, "float32"), axis=(1, 2)),
+            keras.ops.mean(keras.ops.square(keras.ops.cast(bn.input, "float32")), axis=(1, 2))]))
+            for bn in norms]
+
+    def on_test_begin(self, logs=None):
+        for bn, probe in self.probes:  # in order: later probes see the new statistics
+            # called eagerly in chunks: predict() would trace a function per probe and run
+            moments = [probe(self.images[i:i + 512], training=False)
+                       for i in range(0, len(self.images), 512)]
+            mean_x, mean_x2 = (np.concatenate([np.asarray(m[k]) for m in moments]) for k in (0, 1))
+            mean = mean_x.astype(np.float64).mean(axis=0)
+            variance = np.maximum(mean_x2.astype(np.float64).mean(axis=0) - mean ** 2, 0.0)
+            bn.moving_mean.assign(mean.astype(np.float32))
+            bn.moving_variance.assign(variance.astype(np.float32))
+
+
+class KeepBestCheckpointOnly(keras.callbacks.Callback):
+    """After an epoch's history row is written, delete the superseded best-so-far checkpoints
+    (ModelCheckpoint saves only on improvement, so the newest is the best)."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.temp_path.exists():
-            os.replace(self.temp_path, self.path)
+        for old in checkpoint_epochs(self.run_dir)[:-1]:
+            checkpoint_path(self.run_dir, old).unlink(missing_ok=True)
 
 
 def train_and_evaluate(variant, seed, data, args, run_dir):
     """Train one run (resuming if it was interrupted), evaluate it, save everything."""
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
+    start_run(seed, args.precision)
     run_dir.mkdir(parents=True, exist_ok=True)
+    settings = run_settings(args)
+    if not (run_dir / "settings.json").exists():  # run_grid compares it when resuming
+        atomic_write(run_dir / "settings.json", json.dumps(settings, indent=2) + "\n")
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
-    # Data parallel: each replica takes --batch-size images of a step, so the global batch and,
-    # by the linear scaling rule, the learning rate grow with the number of replicas.
-    global_batch = args.batch_size * args.replicas
+    # The global batch is --batch-size on any number of replicas (each takes its share of a
+    # step), so the experiment is the same on one device or eight; --scale-with-replicas
+    # multiplies batch and learning rate instead (linear scaling rule), recorded in settings.
+    global_batch = args.batch_size * args.replica_scaling
     train_ds = make_dataset(x_train, y_train, global_batch, training=True, seed=seed)
     val_ds = make_dataset(x_val, y_val, global_batch, training=False, seed=seed)
     steps_per_epoch = math.ceil(len(x_train) / global_batch)
-
-    with args.strategy.scope():
-        model = build_model(variant, args.bn_momentum)
-        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, args.epochs,
-                                               args.lr_scale * args.replicas),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history_path, best_path = run_dir / "history.csv", run_dir / "best.keras"
-    past = resumable_history(run_dir, args.epochs)  # non-empty only when resuming
+    model = compiled_model(variant, args.strategy, steps_per_epoch, args.epochs,
+                           args.lr_scale * args.replica_scaling, args.bn_momentum)
+    if model.dtype_policy.name != args.precision:  # the policy recorded is the one trained with
+        raise RuntimeError(f"model built with {model.dtype_policy.name}, not {args.precision}")
+    history_path = run_dir / "history.csv"
+    past, note = prepare_resume(run_dir, args.epochs)  # non-empty only when resuming
+    if note:
+        print(f"note: {note}", flush=True)
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
-    # Order matters for kill -9 at any moment: an epoch's history row is written last, after
-    # its best checkpoint and its backup, so a logged epoch is never trained twice.
+    # Order matters for kill -9 at any moment (see prepare_resume): checkpoint, backup, then
+    # the history row -- the commit point -- and only then superseded checkpoints go.
     callbacks = [
         EpochTimer(),  # first, so CSVLogger writes its "seconds" column
         keras.callbacks.TerminateOnNaN(),
-        # initial_value_threshold: a resumed run must not forget the best epoch it already saw.
-        # It saves to a temp file that the next callback renames: a kill mid-save cannot
-        # leave best.keras half-written (the leftover temp file is removed on restart).
-        keras.callbacks.ModelCheckpoint(str(run_dir / ".best.tmp.keras"), monitor="val_accuracy",
+        # initial_value_threshold: a resumed run must not forget the best epoch it already saw
+        keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINT_PATTERN), monitor="val_accuracy",
                                         mode="max", save_best_only=True,
                                         initial_value_threshold=best_so_far),
-        RenameWhenSaved(run_dir / ".best.tmp.keras", best_path),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         keras.callbacks.CSVLogger(str(history_path), append=True),
+        KeepBestCheckpointOnly(run_dir),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
     ]
-    if len(past) < args.epochs or not best_path.exists():  # else killed while evaluating
+    if args.bn_stat_images:  # before ModelCheckpoint sees the validation accuracy
+        callbacks.insert(0, RecomputeBatchNormStatistics(x_train[:args.bn_stat_images]))
+    if len(past) < args.epochs:  # else killed while evaluating
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
                   shuffle=False,  # the dataset shuffles itself
                   verbose=1 if sys.stdout.isatty() else 2)  # one line per epoch in log files
     history = read_history(history_path)
     train_seconds = sum(r.get("seconds", 0.0) for r in history)  # survives resumes
     record = {"name": variant.name, **dataclasses.asdict(variant), "seed": seed,
-              "settings": run_settings(args), "trainable_params": trainable_params(model),
+              "settings": settings, "environment": describe_environment(args, model),
+              "trainable_params": trainable_params(model),
               "epochs_run": len(history), "train_seconds": round(train_seconds, 1)}
     losses = [r["loss"] for r in history] + [r["val_loss"] for r in history]
-    if not history or not np.all(np.isfinite(losses)) or not best_path.exists():
+    best_epoch = best_logged_epoch(history) if history else None
+    if not history or not np.all(np.isfinite(losses)) or best_epoch not in checkpoint_epochs(run_dir):
         record.update(status="failed", reason="loss became NaN or inf (try a lower learning rate)")
         atomic_write(run_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
         return record
 
-    model = keras.models.load_model(best_path)
+    model = keras.models.load_model(checkpoint_path(run_dir, best_epoch))
     probs = predict(model, x_test, args.batch_size, args.tta)
     y_pred = probs.argmax(axis=1)
-    best = max(history, key=lambda r: r["val_accuracy"])
+    best = history[best_epoch - 1]
     report = classification_report(y_test, y_pred, target_names=CLASS_NAMES, output_dict=True,
                                    digits=4, zero_division=0)
     record.update(
-        status="ok", best_epoch=int(best["epoch"]) + 1,
+        status="ok", best_epoch=best_epoch,
         train_accuracy=best["accuracy"], train_loss=best["loss"],
         val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
         test_accuracy=float((y_pred == y_test).mean()),
@@ -424,7 +502,10 @@ def parse_args(argv=None):
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out validation share")
     p.add_argument("--lr-scale", type=float, default=1.0, help="multiply both peak learning rates")
     p.add_argument("--bn-momentum", type=float, default=BN_MOMENTUM,
-                   help="batch norm's moving-average momentum; 0.9 suits short runs")
+                   help="batch norm's moving-average momentum during training")
+    p.add_argument("--bn-stat-images", type=int, default=BN_STAT_IMAGES, metavar="N",
+                   help="before each validation, batch norm statistics are recomputed over N "
+                        "training images (0: keep the moving averages)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                    default="auto", help="auto: mixed_float16 on a GPU, float32 on a CPU")
     p.add_argument("--no-tta", dest="tta", action="store_false",
@@ -432,10 +513,12 @@ def parse_args(argv=None):
     p.add_argument("--deterministic", action="store_true",
                    help="TensorFlow op determinism: bit-identical reruns, somewhat slower")
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the four IDX files")
-    p.add_argument("--output-dir", type=Path, default=Path("results"), help="where results go")
+    p.add_argument("--output-dir", type=Path, default=Path("results"),
+                   help="where results go (--quick: results-quick)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
     p.add_argument("--quick", action="store_true",
-                   help=f"a few-minute run with the same outputs ({QUICK})")
+                   help="a few-minute smoke check of the pipeline with the same outputs (4,000 "
+                        "training images, 3 epochs, batch 32) in results-quick/")
     p.add_argument("--list-variants", action="store_true",
                    help="print the selected variants and their parameter counts, train nothing")
     p.add_argument("--report-only", nargs="*", type=Path, default=None, metavar="DIR",
@@ -449,7 +532,10 @@ def parse_args(argv=None):
                         "(Kubernetes Indexed Job)")
     p.add_argument("--distribute", choices=["auto", "none", "mirrored"], default="auto",
                    help="mirrored: one run across the visible GPUs (tf.distribute.MirroredStrategy), "
-                        "batch size and learning rate x replicas; auto: mirrored when >1 GPU")
+                        "the global batch --batch-size split between them; auto: mirrored when >1 GPU")
+    p.add_argument("--scale-with-replicas", action="store_true",
+                   help="multiply batch size and peak learning rate by the number of replicas "
+                        "(linear scaling: faster, but another experiment than on one device)")
     p.add_argument("--logical-cpus", type=positive_int, default=None, metavar="N",
                    help=argparse.SUPPRESS)  # testing aid: split the CPU into N devices to mirror on
     args = p.parse_args(argv)
@@ -466,6 +552,8 @@ def parse_args(argv=None):
         p.error("--val-fraction must be between 0 and 1")
     if args.subset is not None and not 10 * len(CLASS_NAMES) <= args.subset <= SPLIT_SIZES["train"]:
         p.error(f"--subset must be between {10 * len(CLASS_NAMES)} and {SPLIT_SIZES['train']}")
+    if args.bn_stat_images < 0:
+        p.error("--bn-stat-images must be 0 or more")
     if not 0 < args.bn_momentum < 1:
         p.error("--bn-momentum must be between 0 and 1")
     if args.lr_scale <= 0:
@@ -500,6 +588,16 @@ def resolve_precision(precision):
     if precision == "auto":
         precision = "mixed_float16" if GPUS else "float32"
     return precision
+
+
+def describe_environment(args, model=None):
+    """Where and how runs train: backend, device, precision, XLA (as the compiled model
+    resolved Keras' "auto"; without a model, what "auto" resolves to), replicas, versions."""
+    if model is not None:
+        jit = model.jit_compile
+    else:  # Keras' rule for jit_compile="auto" on TensorFlow
+        jit = bool(GPUS) and args.strategy.num_replicas_in_sync == 1 and not args.deterministic
+    return environment.describe(tf, keras, args.strategy, args.precision, jit)
 
 
 def format_seconds(seconds):
@@ -542,19 +640,19 @@ def shard_from_environment(shard, shard_count, environ):
             source = "SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN"
         elif "JOB_COMPLETION_INDEX" in environ:
             if shard_count is None:
-                raise DataError("JOB_COMPLETION_INDEX is set: give --shard-count N (the Job's "
+                raise UsageError("JOB_COMPLETION_INDEX is set: give --shard-count N (the Job's "
                                 "completions) or --shard I/N")
             index, count, source = int(environ["JOB_COMPLETION_INDEX"]), shard_count, "JOB_COMPLETION_INDEX"
         elif shard_count is not None:
-            raise DataError("--shard-count needs JOB_COMPLETION_INDEX in the environment; "
+            raise UsageError("--shard-count needs JOB_COMPLETION_INDEX in the environment; "
                             "else use --shard I/N")
         else:
             return None
     except (KeyError, ValueError) as e:
-        raise DataError(f"cannot read the shard from the environment: {e!r} "
+        raise UsageError(f"cannot read the shard from the environment: {e!r} "
                         "(need integer SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT)") from None
     if not 0 <= index < count:
-        raise DataError(f"shard {index} from {source} is not within 0..{count - 1} (arrays must be "
+        raise UsageError(f"shard {index} from {source} is not within 0..{count - 1} (arrays must be "
                         "contiguous, e.g. --array=0-7)")
     return index, count
 
@@ -568,11 +666,12 @@ def run_grid(args):
         metrics_path = run_dir / "metrics.json"
         if metrics_path.exists() and not args.fresh:
             done = json.loads(metrics_path.read_text())
-            if settings_of(done) != settings:
-                raise DataError(f"{metrics_path}: finished with other settings {settings_of(done)}"
-                                f" than now {settings}; use another --output-dir, or --fresh to retrain")
+            check_same_settings(settings_of(done), settings, f"{run_dir} (finished)")
             print(f"skip {variant.name} seed {seed}: finished ({done['status']}), --fresh retrains it")
             continue
+        if (run_dir / "settings.json").exists() and not args.fresh:  # interrupted: resume only alike
+            check_same_settings(json.loads((run_dir / "settings.json").read_text()), settings,
+                                f"{run_dir} (interrupted)")
         if args.fresh and run_dir.exists():
             shutil.rmtree(run_dir)
         todo.append((variant, seed, run_dir))
@@ -589,7 +688,7 @@ def run_grid(args):
             data = {seed: prepare_data(args.data_dir, args.subset, args.val_fraction, seed)}
             print(f"data (seed {seed}): {len(data[seed]['train'][0])} train, "
                   f"{len(data[seed]['val'][0])} validation, {len(data[seed]['test'][0])} test "
-                  f"images; precision {args.precision}, {args.replicas} replica(s)", flush=True)
+                  f"images", flush=True)
         elapsed = time.time() - started
         eta = f", ~{format_seconds(elapsed / (i - 1) * (len(todo) - i + 1))} left" if i > 1 else ""
         print(f"\n[{i}/{len(todo)}] {variant.name} seed {seed} "
@@ -622,7 +721,7 @@ def main(argv=None):
                     tf.config.list_physical_devices("CPU")[0],
                     [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
             except RuntimeError:
-                raise DataError("--logical-cpus works only before TensorFlow has started "
+                raise UsageError("--logical-cpus works only before TensorFlow has started "
                                 "(use it from the command line)") from None
         if args.list_variants:
             for v in variant_grid(args.activation, args.downsampling, args.optimizer):
@@ -630,13 +729,20 @@ def main(argv=None):
             return 0
         args.output_dir.mkdir(parents=True, exist_ok=True)
         if not os.access(args.output_dir, os.W_OK):
-            raise DataError(f"{args.output_dir}: --output-dir is not writable")
-        if args.deterministic:
+            raise UsageError(f"{args.output_dir}: --output-dir is not writable")
+        if args.deterministic:  # TensorFlow-wide, before any compile(); clear_session keeps it
             tf.config.experimental.enable_op_determinism()
-        args.precision = resolve_precision(args.precision)
-        keras.mixed_precision.set_dtype_policy(args.precision)
-        args.strategy = distribution_strategy(args.distribute)
-        args.replicas = args.strategy.num_replicas_in_sync
+        args.precision = resolve_precision(args.precision)  # set per run, in start_run
+        args.strategy = distribution_strategy(args.distribute, args.logical_cpus)
+        replicas = args.strategy.num_replicas_in_sync
+        args.replica_scaling = replicas if args.scale_with_replicas else 1
+        if args.batch_size < replicas:
+            raise UsageError(f"--batch-size {args.batch_size} is smaller than the {replicas} "
+                             "replicas it is split between")
+        warning = environment.gpu_mismatch_warning(len(GPUS))
+        if warning:
+            print(warning, file=sys.stderr)
+        print(environment.summary_line(describe_environment(args)), flush=True)
         if args.report_only is not None:
             failed, runs = [], merged_runs(args.report_only or [args.output_dir])
             rows = write_results_table(args.output_dir, runs)
@@ -647,7 +753,7 @@ def main(argv=None):
             runs = finished_runs(args.output_dir)
         sharded = args.report_only is None and args.shard
         if not rows and not sharded:  # a shard may share a folder nobody has finished in yet
-            raise DataError(f"{args.output_dir}: no finished runs to report")
+            raise UsageError(f"{args.output_dir}: no finished runs to report")
         print_table(rows)
         if sharded:
             print(f"\nshard {args.shard[0]}/{args.shard[1]} done. When every shard is: "
@@ -661,7 +767,7 @@ def main(argv=None):
             print(f"{len(failed)} run(s) failed: {', '.join(r['name'] for r in failed)}", file=sys.stderr)
             return 1
         return 0
-    except DataError as e:
+    except LabError as e:  # DataError, UsageError: the user can fix it
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ import csv
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,9 +18,17 @@ from pathlib import Path
 import numpy as np
 
 
-class DataError(Exception):
-    """Bad input -- missing or malformed data, folders, settings, shard environment; the
-    message names the file or setting and what is wrong (exit code 2)."""
+class LabError(Exception):
+    """A problem the user can fix; the CLI prints its one-line message and exits 2."""
+
+
+class DataError(LabError):
+    """Missing or malformed data: the message names the file and what is wrong."""
+
+
+class UsageError(LabError):
+    """Settings, folders or a shard environment that cannot work together: the message names
+    the setting and what to do."""
 
 
 def temp_file_beside(path, prefix, suffix):
@@ -71,24 +80,97 @@ RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "seed", "st
                   "val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_seconds"]
 
 
-def resumable_history(run_dir, epochs):
-    """History rows a resumed run can build on: those the backup covers (or all, when training
-    completed and the backup was removed). Rows of an epoch killed before its backup are
-    dropped, since that epoch is trained again."""
-    history_path, metadata = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
-    rows = read_history(history_path)
-    if len(rows) >= epochs and (run_dir / "best.keras").exists():
-        return rows  # training finished; only evaluation was interrupted
-    backed_up = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
-    kept = [r for r in rows if r["epoch"] < backed_up]
-    if len(kept) < len(rows) or (rows and not kept):
+CHECKPOINT_PATTERN = "best-epoch{epoch:03d}.keras"  # Keras fills in the 1-based epoch
+
+
+def checkpoint_path(run_dir, epoch):
+    return Path(run_dir) / CHECKPOINT_PATTERN.format(epoch=epoch)
+
+
+def checkpoint_epochs(run_dir):
+    """1-based epochs that have a best-so-far checkpoint in run_dir."""
+    return sorted(int(p.stem.removeprefix("best-epoch")) for p in Path(run_dir).glob("best-epoch*.keras"))
+
+
+def best_logged_epoch(rows):
+    """1-based epoch of the highest validation accuracy (the first, on ties: ModelCheckpoint
+    only saves on a strict improvement)."""
+    return 1 + max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy"], -i))
+
+
+def backup_epoch(metadata_path):
+    """The epoch a BackupAndRestore metadata file records, or None when it is missing, empty
+    or truncated (Keras writes it in place, so a kill can leave it so)."""
+    try:
+        epoch = json.loads(Path(metadata_path).read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return epoch if isinstance(epoch, int) and epoch >= 0 else None
+
+
+def prepare_resume(run_dir, epochs):
+    """Make a run folder consistent after an interruption at any moment; returns the history
+    rows that are kept (empty: start over) and a note for the user, or None.
+
+    Each epoch ends in this order (callbacks): the best-so-far checkpoint best-epochNNN.keras,
+    the backup (weights, then training_metadata.json), the history row; then older
+    checkpoints are deleted. The history row is the commit point. The invariant restored here:
+    every kept row is covered by the backup Keras will restore (its epoch equals the number of
+    kept rows), and the checkpoint of the best kept row exists -- so the checkpoint the run
+    finally evaluates is one of its logged epochs. Checkpoints of epochs that are not kept
+    are deleted; when no consistent state exists, the run starts over.
+    """
+    run_dir = Path(run_dir)
+    history_path, backup = run_dir / "history.csv", run_dir / "backup"
+    rows, note = read_history(history_path), None
+    if len(rows) >= epochs:
+        keep = len(rows)  # training finished; only evaluation was interrupted
+    else:
+        main = backup_epoch(backup / "training_metadata.json")
+        previous = backup_epoch(backup / "training_metadata.json.bkp")
+        weights = (backup / "latest.weights.h5").exists()
+        if main is not None and weights and main <= len(rows):
+            keep = main
+        elif previous is not None and (backup / "latest.weights.h5.bkp").exists() and previous <= len(rows):
+            # killed while the newest backup was written: its predecessor is whole
+            os.replace(backup / "latest.weights.h5.bkp", backup / "latest.weights.h5")
+            os.replace(backup / "training_metadata.json.bkp", backup / "training_metadata.json")
+            keep, note = previous, f"the newest backup in {backup} was incomplete; resuming from the one before"
+        else:
+            if backup.exists() and (main is None or not weights):
+                note = f"the backup in {backup} is unreadable (killed while it was written?); this run starts over"
+            keep = 0
+        if keep == 0 and backup.exists():
+            shutil.rmtree(backup)
+    kept = rows[:keep]
+    if kept and best_logged_epoch(kept) not in checkpoint_epochs(run_dir):
+        note = f"the best checkpoint of {run_dir} is missing; this run starts over"
+        kept = []
+        shutil.rmtree(backup, ignore_errors=True)
+    if len(kept) < len(rows):
         with open(history_path) as f:
             header = f.readline()
         atomic_write(history_path, header + "".join(
             ",".join(format_csv_value(r[k]) for k in header.strip().split(",")) + "\n" for r in kept))
-    if not kept:
-        (run_dir / "best.keras").unlink(missing_ok=True)  # from an epoch that is not kept
-    return kept
+    best = best_logged_epoch(kept) if kept else None
+    for epoch in checkpoint_epochs(run_dir):
+        if epoch != best:  # a checkpoint of an epoch that was not logged, or superseded
+            checkpoint_path(run_dir, epoch).unlink()
+    return kept, note
+
+
+def check_same_settings(recorded, now, where):
+    """Refuse to continue or reuse a run made with other settings (one line naming them)."""
+    recorded = settings_of({"settings": recorded})
+    changed = [k for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)]
+    if changed:
+        what = ", ".join(f"{setting_flag(k)} {recorded.get(k)} (now {now.get(k)})" for k in changed)
+        raise UsageError(f"{where}: made with {what}; use the same settings, another "
+                         f"--output-dir, or --fresh to retrain")
+
+
+def setting_flag(key):
+    return {"tta": "TTA"}.get(key, "--" + key.replace("_", "-"))
 
 
 def format_csv_value(value):
@@ -111,8 +193,12 @@ def finished_runs(output_dir):
 
 
 def settings_of(run):
-    # settings added later, at the value that runs from before they existed had
-    return {"replicas": 1, "bn_momentum": 0.99, **run.get("settings", {})}
+    """A run's settings, with those added later at the value runs from before them had."""
+    settings = {"replica_scaling": 1, "bn_momentum": 0.99, "bn_stat_images": 0,
+                **run.get("settings", {})}
+    if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
+        settings["replica_scaling"] = settings.pop("replicas")
+    return settings
 
 
 def merged_runs(output_dirs):
@@ -122,14 +208,14 @@ def merged_runs(output_dirs):
     by_key = {}
     for folder in dict.fromkeys(Path(d).resolve() for d in output_dirs):
         if not folder.is_dir():
-            raise DataError(f"{folder}: no such folder to report from")
+            raise UsageError(f"{folder}: no such folder to report from")
         for run in finished_runs(folder):
             key = (run["name"], run["seed"])
             if key not in by_key:
                 by_key[key] = run
             elif (by_key[key]["status"], by_key[key].get("test_accuracy")) != (
                     run["status"], run.get("test_accuracy")):
-                raise DataError(f"{run['name']} seed {run['seed']} is in {by_key[key]['run_dir']} "
+                raise UsageError(f"{run['name']} seed {run['seed']} is in {by_key[key]['run_dir']} "
                                 f"and {run['run_dir']} with different results; remove one")
             else:
                 print(f"note: {run['name']} seed {run['seed']} is in two folders (same results); "
@@ -137,7 +223,7 @@ def merged_runs(output_dirs):
     settings = {json.dumps(settings_of(r), sort_keys=True): r for r in by_key.values()}
     if len(settings) > 1:
         examples = "; ".join(f"{r['run_dir']}: {s}" for s, r in settings.items())
-        raise DataError(f"runs with different settings cannot share one report ({examples})")
+        raise UsageError(f"runs with different settings cannot share one report ({examples})")
     return sorted(by_key.values(), key=run_order)
 
 

@@ -334,7 +334,30 @@ def html_table(header, rows):
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+def smoke_check_warning(settings):
+    """A sentence for the top of a report trained on a subset (--quick, --subset): its numbers
+    check the pipeline and say nothing about the design choices."""
+    if settings.get("subset"):
+        return (f"Smoke check of the pipeline, not results: trained on {settings['subset']:,} "
+                f"images for {settings.get('epochs')} epoch(s). Differences between variants "
+                "here are noise; run without --quick/--subset for comparisons.")
+    return None
+
+
+def settings_rows(run):
+    """A run's settings and environment as a two-column table."""
+    rows = [[key, str(value)] for key, value in run.get("settings", {}).items()]
+    env = run.get("environment")
+    if env:
+        rows += [["device", env["device"]], ["backend", env["backend"]],
+                 ["XLA", "on" if env["xla"] else "off"], ["replicas", str(env["replicas"])],
+                 ["TensorFlow / Keras", f"{env['packages'].get('tensorflow')} / "
+                                        f"{env['packages'].get('keras')}"]]
+    return ["setting", "value"], rows
+
+
+HTML_STYLE = """.warning{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em}
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margin:2em 0}
 img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:14px;margin-top:.4em}"""
@@ -493,9 +516,14 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
 
     results = results_rows(runs)
     report = classification_rows(best["classification_report"], class_names)
-    summary = ["# Fashion-MNIST CNN design-choice lab: results\n",
-               f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
-               f"{100 * best['test_accuracy']:.2f}%.\n"]
+    settings = settings_rows(best)
+    warning = smoke_check_warning(best.get("settings", {}))
+    summary = ["# Fashion-MNIST CNN design-choice lab: results\n"]
+    if warning:
+        summary += [f"> **{warning}**\n"]
+    summary += [f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
+                f"{100 * best['test_accuracy']:.2f}%.\n",
+                "## Settings\n", markdown_table(*settings), ""]
     if effect_lines:
         summary += ["## What the data support\n", *[f"- {line}" for line in effect_lines], ""]
     for title, intro, header, rows in tables:
@@ -512,9 +540,10 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>Fashion-MNIST CNN lab"
             f"</title><style>{HTML_STYLE}</style></head><body>",
             "<h1>Fashion-MNIST CNN design-choice lab</h1>",
+            *([f"<p class='warning'><b>{html.escape(warning)}</b></p>"] if warning else []),
             f"<p>Best on validation: <b>{html.escape(best['name'])}</b> (seed {best['seed']}), "
-            f"test accuracy {100 * best['test_accuracy']:.2f}%. Settings: "
-            f"{html.escape(str(best.get('settings', {})))}.</p>"]
+            f"test accuracy {100 * best['test_accuracy']:.2f}%.</p>",
+            "<h2>Settings</h2>", html_table(*settings)]
     if effect_lines:
         page += ["<h2>What the data support</h2><ul>",
                  *[f"<li>{html.escape(line)}</li>" for line in effect_lines], "</ul>"]
