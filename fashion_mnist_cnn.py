@@ -63,8 +63,10 @@ from sklearn.metrics import classification_report, confusion_matrix, log_loss  #
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import environment  # noqa: E402
-import visualization_utils  # noqa: E402
+import model_analysis  # noqa: E402
+import report  # noqa: E402
 from run_store import (CHECKPOINT_PATTERN, RESULT_COLUMNS, DataError, LabError,  # noqa: E402,F401
+                       backup_epoch,
                        UsageError, atomic_save_npz, atomic_write, best_logged_epoch,
                        check_same_settings, checkpoint_epochs, checkpoint_path, finished_runs,
                        merged_runs, prepare_resume, read_history, remove_leftover_temp_files,
@@ -457,7 +459,7 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     probs = predict(model, x_test, args.batch_size, args.tta)
     y_pred = probs.argmax(axis=1)
     best = history[best_epoch - 1]
-    report = classification_report(y_test, y_pred, target_names=CLASS_NAMES, output_dict=True,
+    class_report = classification_report(y_test, y_pred, target_names=CLASS_NAMES, output_dict=True,
                                    digits=4, zero_division=0)
     record.update(
         status="ok", best_epoch=best_epoch,
@@ -465,14 +467,76 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
         test_accuracy=float((y_pred == y_test).mean()),
         test_loss=float(log_loss(y_test, probs, labels=range(10))),
-        classification_report=report,
+        classification_report=class_report,
         confusion_matrix=confusion_matrix(y_test, y_pred, labels=range(10)).tolist())
+    analysis = model_analysis.analyse(plain_predictor(model), probs, x_test, y_test)
+    record.update(analysis=analysis, **model_analysis.summary_metrics(analysis))
     model_path = run_dir / "model.keras"
     model.save(run_dir / ".model.tmp.keras")
     os.replace(run_dir / ".model.tmp.keras", model_path)
     atomic_save_npz(run_dir / "predictions.npz", probabilities=probs.astype(np.float32), labels=y_test)
     atomic_write(run_dir / "metrics.json", json.dumps(record, indent=2) + "\n")  # marks it finished
+    write_hparams(run_dir, record)
     return record
+
+
+def plain_predictor(model):
+    return lambda x: model.predict(x, batch_size=512, verbose=0)
+
+
+def with_analysis(run, x_test):
+    """A finished run with its calibration and shift analysis, computed from its saved model
+    and predictions when missing or outdated (runs from before, merged folders) and cached
+    in its metrics.json, so a --report-only rebuild computes each only once."""
+    if run["status"] != "ok" or run.get("analysis", {}).get("version") == model_analysis.ANALYSIS_VERSION:
+        return run
+    run_dir = Path(run["run_dir"])
+    saved = np.load(run_dir / "predictions.npz")
+    model = keras.models.load_model(run_dir / "model.keras")
+    analysis = model_analysis.analyse(plain_predictor(model), saved["probabilities"], x_test,
+                                      saved["labels"])
+    record = json.loads((run_dir / "metrics.json").read_text())
+    record.update(analysis=analysis, **model_analysis.summary_metrics(analysis))
+    atomic_write(run_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
+    write_hparams(run_dir, record)
+    return {**run, **record}
+
+
+HPARAM_METRICS = {"val_accuracy": "validation accuracy (best epoch)", "test_accuracy": "test accuracy",
+                  "test_loss": "test loss (NLL)", "ece": "test ECE (15 bins)",
+                  "shift_consistency": "shift consistency"}
+
+
+def write_hparams(run_dir, record):
+    """The run as one session of TensorBoard's HParams dashboard: its factors, seed and
+    settings as hyperparameters, its final metrics as scalars, in run_dir/tensorboard."""
+    from tensorboard.plugins.hparams import api as hp
+
+    hparams = {**{f: record[f] for f in FACTORS}, "seed": record["seed"],
+               **{k: v for k, v in record["settings"].items() if v is not None}}
+    with tf.summary.create_file_writer(str(run_dir / "tensorboard")).as_default():
+        hp.hparams(hparams, trial_id=f"{record['name']}/seed{record['seed']}")
+        for key in HPARAM_METRICS:
+            if record.get(key) is not None:
+                tf.summary.scalar(key, record[key], step=record.get("best_epoch") or 0)
+        tf.summary.flush()
+
+
+def write_hparams_config(output_dir, runs):
+    """The HParams dashboard's column list, once at OUTPUT_DIR/runs (TensorBoard's logdir)."""
+    from tensorboard.plugins.hparams import api as hp
+
+    logdir = Path(output_dir) / "runs"
+    if not logdir.is_dir():
+        return
+    for old in logdir.glob("events.out.tfevents.*"):  # one configuration, the current one
+        old.unlink()
+    hparams = [hp.HParam(f, hp.Discrete(list(levels))) for f, levels in FACTORS.items()]
+    hparams.append(hp.HParam("seed", hp.Discrete(sorted({r["seed"] for r in runs}))))
+    with tf.summary.create_file_writer(str(logdir)).as_default():
+        hp.hparams_config(hparams=hparams, metrics=[hp.Metric(k, display_name=v)
+                                                    for k, v in HPARAM_METRICS.items()])
+        tf.summary.flush()
 
 
 def predict(model, x, batch_size, tta):
@@ -745,22 +809,23 @@ def main(argv=None):
         print(environment.summary_line(describe_environment(args)), flush=True)
         if args.report_only is not None:
             failed, runs = [], merged_runs(args.report_only or [args.output_dir])
-            rows = write_results_table(args.output_dir, runs)
         else:
             args.shard = shard_from_environment(args.shard, args.shard_count, os.environ)
             failed = run_grid(args)
-            rows = write_results_table(args.output_dir)
             runs = finished_runs(args.output_dir)
         sharded = args.report_only is None and args.shard
-        if not rows and not sharded:  # a shard may share a folder nobody has finished in yet
+        if not runs and not sharded:  # a shard may share a folder nobody has finished in yet
             raise UsageError(f"{args.output_dir}: no finished runs to report")
-        print_table(rows)
         if sharded:
+            print_table(write_results_table(args.output_dir))
             print(f"\nshard {args.shard[0]}/{args.shard[1]} done. When every shard is: "
                   f"python fashion_mnist_cnn.py --report-only DIR [DIR ...] --output-dir OUT")
             return 1 if failed else 0
         x_test = prepare_test_images(args.data_dir)
-        visualization_utils.write_report(args.output_dir, runs, keras.models.load_model, x_test,
+        runs = [with_analysis(run, x_test) for run in runs]  # cached per run after the first time
+        print_table(write_results_table(args.output_dir, runs))
+        write_hparams_config(args.output_dir, runs)
+        report.write_report(args.output_dir, runs, keras.models.load_model, x_test,
                                          CLASS_NAMES, FACTORS, DISPLAY)
         print(f"\nresults in {args.output_dir}/ (results.csv, report.html, figures)")
         if failed:

@@ -77,7 +77,8 @@ def read_history(path):
 
 RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "seed", "status",
                   "trainable_params", "epochs_run", "best_epoch", "train_accuracy", "train_loss",
-                  "val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_seconds"]
+                  "val_accuracy", "val_loss", "test_accuracy", "test_loss", "ece",
+                  "shift_consistency", "shift_accuracy_1px", "shift_accuracy_3px", "train_seconds"]
 
 
 CHECKPOINT_PATTERN = "best-epoch{epoch:03d}.keras"  # Keras fills in the 1-based epoch

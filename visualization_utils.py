@@ -1,12 +1,10 @@
-"""Every figure of the Fashion-MNIST lab, and the one-page report that gathers them.
+"""Every figure of the Fashion-MNIST lab.
 
 Plot functions take data (arrays, dicts of per-epoch rows) and a path, write one PNG and
-return the path; they never train anything, so `--report-only` can redraw all of them from
-saved runs. `write_report` reads what the runner saved and calls them.
+return the path; they never train or compute statistics, so `--report-only` can redraw all
+of them from saved runs. report.write_report reads what the runner saved and calls them.
 """
 
-import base64
-import html
 import os
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 import factor_analysis as fa  # noqa: E402
-from run_store import atomic_write, temp_file_beside  # noqa: E402
+from run_store import temp_file_beside  # noqa: E402
 
 DPI = 130
 SAMPLE_INDEX = 0  # the fixed test image of the activation-map figure (an ankle boot)
@@ -271,290 +269,126 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     return save_figure(fig, path)
 
 
-def mean_over_seeds(runs):
-    """One pseudo-run per variant whose history is the per-epoch mean over its seeds, for
-    curves and heatmaps that would be unreadable with a line per seed."""
-    by_name = {}
-    for run in runs:
-        by_name.setdefault(run["name"], []).append(run)
-    merged = []
-    for name, group in by_name.items():
-        epochs = min(len(r["history"]) for r in group)
-        history = [{k: float(np.mean([r["history"][e][k] for r in group]))
-                    for k in ("accuracy", "val_accuracy", "loss", "val_loss")} for e in range(epochs)]
-        best = 1 + int(np.argmax([row["val_accuracy"] for row in history])) if history else 1
-        merged.append({**group[0], "history": history, "best_epoch": best, "n_seeds": len(group)})
-    return merged
+def style_of(run):
+    """Line style of a variant in every multi-variant figure: colour = optimizer, line =
+    downsampling, marker = activation."""
+    return dict(color=OPTIMIZER_COLOR[run["optimizer"]],
+                linestyle=DOWNSAMPLING_LINESTYLE[run["downsampling"]],
+                marker=ACTIVATION_MARKER[run["activation"]])
 
 
-# ----------------------------------------------------------------------------- report
+def plot_calibration(diagrams, path, bins=15):
+    """Reliability diagrams, one panel per variant: accuracy against confidence in equal-width
+    bins, the diagonal (perfect calibration), the gap shaded, and the share of predictions
+    per bin underneath.
 
-def feature_maps_of(model, image, layer_names):
-    """Outputs of the named layers for one image, via a sub-model sharing the weights."""
-    import keras  # only the report needs Keras here
-
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
-    outputs = probe.predict(np.asarray(image)[None], verbose=0)
-    return [(n, o[0]) for n, o in zip(layer_names, outputs)]
-
-
-def results_rows(runs):
-    """The report's table as (header, rows of strings)."""
-    header = ["variant", "seed", "trainable params", "epochs", "best epoch", "train acc",
-              "val acc", "test acc", "test loss", "train time"]
-    rows = []
-    for r in runs:
-        if r["status"] != "ok":
-            rows.append([r["name"], str(r["seed"]), f"{r['trainable_params']:,}", str(r["epochs_run"]),
-                         "failed", "", "", "", "", ""])
-            continue
-        rows.append([r["name"], str(r["seed"]), f"{r['trainable_params']:,}", str(r["epochs_run"]),
-                     str(r["best_epoch"]), f"{100 * r['train_accuracy']:.2f}%",
-                     f"{100 * r['val_accuracy']:.2f}%", f"{100 * r['test_accuracy']:.2f}%",
-                     f"{r['test_loss']:.4f}", f"{r['train_seconds'] / 60:.1f} min"])
-    return header, rows
-
-
-def classification_rows(report, class_names):
-    header = ["class", "precision", "recall", "F1", "support"]
-    rows = [[c, f"{report[c]['precision']:.4f}", f"{report[c]['recall']:.4f}",
-             f"{report[c]['f1-score']:.4f}", str(int(report[c]["support"]))]
-            for c in [*class_names, "macro avg", "weighted avg"]]
-    return header, rows
-
-
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def html_table(header, rows):
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def smoke_check_warning(settings):
-    """A sentence for the top of a report trained on a subset (--quick, --subset): its numbers
-    check the pipeline and say nothing about the design choices."""
-    if settings.get("subset"):
-        return (f"Smoke check of the pipeline, not results: trained on {settings['subset']:,} "
-                f"images for {settings.get('epochs')} epoch(s). Differences between variants "
-                "here are noise; run without --quick/--subset for comparisons.")
-    return None
-
-
-def settings_rows(run):
-    """A run's settings and environment as a two-column table."""
-    rows = [[key, str(value)] for key, value in run.get("settings", {}).items()]
-    env = run.get("environment")
-    if env:
-        rows += [["device", env["device"]], ["backend", env["backend"]],
-                 ["XLA", "on" if env["xla"] else "off"], ["replicas", str(env["replicas"])],
-                 ["TensorFlow / Keras", f"{env['packages'].get('tensorflow')} / "
-                                        f"{env['packages'].get('keras')}"]]
-    return ["setting", "value"], rows
-
-
-HTML_STYLE = """.warning{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em}
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margin:2em 0}
-img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:14px;margin-top:.4em}"""
-
-
-def statistics_sections(runs, factors, display):
-    """The multi-seed comparison as (title, intro, header, rows) tables, plus the data of the
-    factor-effects figure; empty when there is nothing to compare."""
-    ok = [r for r in runs if r["status"] == "ok"]
-    summary = fa.variant_summary(ok, factors)
-    effects, pair_effects = fa.factor_effects(ok, factors), fa.interactions(ok, factors)
-    # All six are read together, so each also gets a family-wise (Bonferroni) interval.
-    adjusted = fa.family_adjusted(effects + pair_effects)
-    effects, pair_effects = adjusted[:len(effects)], adjusted[len(effects):]
-    n_seeds = len({r["seed"] for r in ok})
-
-    def pm(stat, scale=100, digits=2, unit="%"):
-        if not np.isfinite(stat["sd"]):
-            return f"{scale * stat['mean']:.{digits}f}{unit}"
-        return (f"{scale * stat['mean']:.{digits}f}{unit} ± {scale * stat['sd']:.{digits}f} "
-                f"[{scale * stat['low']:.{digits}f}, {scale * stat['high']:.{digits}f}]")
-
-    def interval(low, high):
-        return f"[{100 * low:+.2f}, {100 * high:+.2f}]" if np.isfinite(low) else "n/a"
-
-    def verdict(effect):
-        if effect["family_significant"]:
-            return "significant, also after Bonferroni"
-        return ("significant at 95%, not after Bonferroni" if effect["significant"]
-                else "not significant")
-
-    tables = [("Variants over seeds",
-               f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean] "
-               f"over {n_seeds} seed(s); best mean test accuracy first.",
-               ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
-               [[e["name"], str(e["n"]), pm(e["test_accuracy"]), pm(e["val_accuracy"]),
-                 pm(e["test_loss"], 1, 4, ""), pm(e["train_seconds"], 1 / 60, 1, "")]
-                for e in summary])]
-    if effects:
-        tables.append((
-            "Factor effects on test accuracy",
-            "Main effect: mean of the paired differences (second level minus first) over the "
-            "other two factors and the seeds, with a paired t interval; an interaction is the "
-            "change of the first factor's effect between the levels of the second. The "
-            f"Bonferroni interval is wide enough for all {len(adjusted)} comparisons to hold at "
-            f"once with {fa.CONFIDENCE:.0%} confidence: use it when reading the table as a "
-            "whole.",
-            ["comparison", "effect (pp)", f"{fa.CONFIDENCE:.0%} interval (pp)",
-             f"Bonferroni interval (x{len(adjusted)})", "pairs", "verdict"],
-            [[(f"{display[e['second']]} vs {display[e['first']]}" if "by" not in e
-               else f"{e['factor']} x {e['by']} (interaction)"), f"{100 * e['effect']:+.2f}",
-              interval(e["low"], e["high"]), interval(e["family_low"], e["family_high"]),
-              str(e["n"]), verdict(e)]
-             for e in adjusted]))
-    speed = fa.convergence(ok)
-    thresholds = fa.CONVERGENCE_THRESHOLDS
-
-    def reached(entry, t):
-        c = entry[t]
-        if not c["reached"]:
-            return f"never (0/{entry['n']})"
-        return f"{c['epochs']:.1f} ep, {c['seconds'] / 60:.1f} min ({c['reached']}/{entry['n']})"
-
-    tables.append((
-        "Convergence speed",
-        "Epochs and minutes of training until validation accuracy first reached each level, "
-        "mean over the seeds that reached it (how many did, in brackets).",
-        ["variant"] + [f"to {100 * t:.0f}% val acc" for t in thresholds],
-        [[e["name"]] + [reached(e, t) for t in thresholds] for e in speed]))
-    by_name = {}
-    for r in ok:
-        by_name.setdefault(r["name"], []).append(r["test_accuracy"])
-    points = [(variant_label(e), by_name[e["name"]],
-               (e["test_accuracy"]["mean"], e["test_accuracy"]["low"], e["test_accuracy"]["high"]))
-              for e in summary]
-    return tables, effects, pair_effects, points
-
-
-def write_report(output_dir, runs, load_model, x_test, class_names, factors, display):
-    """Every figure, report.html and summary.md from saved runs; returns the figure paths.
-
-    runs: the runner's metrics records, best validation accuracy first, each with its
-    run_dir and history. load_model: path -> Keras model. x_test: test images.
-    factors: {factor: (first level, second level)}; display: level -> label.
+    diagrams: list of (label, {"count", "correct", "confidence"} per bin (sums over seeds),
+    (ECE mean, low, high)), in the order to draw.
     """
-    output_dir = Path(output_dir)
-    ok = [r for r in runs if r["status"] == "ok"]
-    if not ok:
-        return []
-    best = ok[0]
-    best_dir = Path(best["run_dir"])
-    model = load_model(best_dir / "model.keras")
-    saved = np.load(best_dir / "predictions.npz")
-    probabilities, labels = saved["probabilities"], saved["labels"]
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    worst = wrong[np.argsort(probabilities[wrong, predicted[wrong]])[::-1][:18]]
-    tag = best["name"]
-    best_title = f"{best['name']} (seed {best['seed']}; best on validation)"
-    n_seeds = len({r["seed"] for r in ok})
-    per_variant = mean_over_seeds(ok) if n_seeds > 1 else ok
-    over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
+    cols = 4
+    rows = int(np.ceil(len(diagrams) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.9 * rows + 0.8), squeeze=False,
+                             layout="constrained", sharex=True, sharey=True)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, (label, sums, (ece, low, high)) in zip(axes.flat, diagrams):
+        count = np.asarray(sums["count"], dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            accuracy = np.asarray(sums["correct"]) / count
+            confidence = np.asarray(sums["confidence"]) / count
+        filled = count > 0
+        ax.bar(edges[:-1][filled], accuracy[filled], width=1 / bins, align="edge",
+               color="#1f77b4", edgecolor="white", linewidth=0.5, label="accuracy")
+        ax.bar(edges[:-1][filled], (confidence - accuracy)[filled], bottom=accuracy[filled],
+               width=1 / bins, align="edge", color="#d62728", alpha=0.35, edgecolor="#d62728",
+               linewidth=0.5, label="gap to mean confidence (red: over-, purple: under-confident)")
+        ax.plot([0, 1], [0, 1], "--", color="black", linewidth=1, label="perfect calibration")
+        share = ax.inset_axes([0.08, 0.66, 0.4, 0.2])  # upper left: empty for a sane model
+        share.bar(edges[:-1], count / count.sum(), width=1 / bins, align="edge", color="#777777")
+        share.set_yscale("log")
+        share.set_ylim(1e-4, 1)
+        share.set_xlim(0, 1)
+        share.set_xticks([])
+        share.tick_params(labelsize=6)
+        share.set_title("share per bin (log)", fontsize=6.5, pad=1)
+        interval = f" [{100 * low:.2f}, {100 * high:.2f}]" if np.isfinite(low) else ""
+        ax.set_title(f"{label}\nECE {100 * ece:.2f}%{interval}", fontsize=9.5)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(diagrams):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("confidence (max probability)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=3,
+               fontsize=9)
+    fig.suptitle(f"Reliability diagrams on the test set ({bins} equal-width confidence bins, "
+                 "all seeds pooled; ECE: mean over seeds [95% interval])", fontsize=12)
+    return save_figure(fig, path)
 
-    mean_recall = np.mean([[r["classification_report"][c]["recall"] for c in class_names]
-                           for r in ok], axis=0)
-    hardest = ", ".join(f"{class_names[i]} ({100 * mean_recall[i]:.1f}%)"
-                        for i in np.argsort(mean_recall)[:3])
-    recalls = {}
-    for r in ok:
-        recalls.setdefault(variant_label(r), []).append(
-            [r["classification_report"][c]["recall"] for c in class_names])
-    if n_seeds == 1:
-        recalls = {f"{r_label} (seed {ok[0]['seed']})": v for r_label, v in recalls.items()}
-    figures = [
-        (plot_training_curves(per_variant, output_dir / "model_comparison.png",
-                              f"mean over {n_seeds} seeds per epoch; star: best epoch of the mean "
-                              "validation curve" if n_seeds > 1 else None),
-         f"Training and validation accuracy and loss per epoch for every variant{over}; the "
-         "star marks the epoch with the best validation accuracy, whose checkpoint was evaluated."),
-        (plot_confusion_matrix(best["confusion_matrix"], class_names,
-                               output_dir / f"{tag}_confusion_matrix.png", best_title),
-         f"Test-set confusion matrix of {best['name']} (seed {best['seed']}): rows are true "
-         "classes, columns predictions, each cell with its count and share of the row."),
-        (plot_filters(model.get_layer("conv1").get_weights()[0],
-                      output_dir / f"{tag}_filters.png", best_title),
-         "The 32 learned 3x3 kernels of the first convolution on one shared colour scale "
-         "(red positive, blue negative weights)."),
-        (plot_activation_maps(x_test[SAMPLE_INDEX],
-                              feature_maps_of(model, x_test[SAMPLE_INDEX],
-                                              ["act1", "act2", "act3", "act4"]),
-                              output_dir / f"{tag}_activation_maps.png", best_title),
-         f"What each conv layer of {best['name']} responds to in test image "
-         f"{SAMPLE_INDEX} ({class_names[labels[SAMPLE_INDEX]]}), layer by layer; later layers "
-         "work at half and quarter resolution."),
-        (plot_misclassified(x_test[worst], labels[worst], predicted[worst],
-                            probabilities[worst, predicted[worst]], class_names,
-                            output_dir / f"{tag}_misclassified.png", best_title),
-         "The test images the best model gets wrong with the highest confidence, with the "
-         "true class, the predicted class and the model's confidence."),
-        (plot_per_class_accuracy({k: np.mean(v, axis=0) for k, v in recalls.items()},
-                                 class_names, output_dir / "per_class_accuracy.png",
-                                 *([f"Per-class test accuracy of every variant, mean over {n_seeds} "
-                                    "seeds (best validation run's variant first)"]
-                                   if n_seeds > 1 else [])),
-         f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
-    ]
-    tables, effects, pair_effects, points = statistics_sections(runs, factors, display)
-    if effects:
-        figures.append((
-            plot_factor_effects(effects, pair_effects, points, output_dir / "factor_effects.png",
-                                display),
-            f"Left: the effect of each design choice on test accuracy with its {fa.CONFIDENCE:.0%} "
-            "paired t interval (red where the interval excludes zero). Right: each variant's "
-            "test accuracy per seed (points) with its mean and interval."))
-    effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
 
-    results = results_rows(runs)
-    report = classification_rows(best["classification_report"], class_names)
-    settings = settings_rows(best)
-    warning = smoke_check_warning(best.get("settings", {}))
-    summary = ["# Fashion-MNIST CNN design-choice lab: results\n"]
-    if warning:
-        summary += [f"> **{warning}**\n"]
-    summary += [f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
-                f"{100 * best['test_accuracy']:.2f}%.\n",
-                "## Settings\n", markdown_table(*settings), ""]
-    if effect_lines:
-        summary += ["## What the data support\n", *[f"- {line}" for line in effect_lines], ""]
-    for title, intro, header, rows in tables:
-        summary += [f"## {title}\n", intro + "\n", markdown_table(header, rows), ""]
-    summary += ["## Runs (best validation accuracy first)\n", markdown_table(*results), "",
-                f"## Classification report of {best['name']} (seed {best['seed']})\n",
-                markdown_table(*report), "", "## Figures\n"]
-    summary += [f"![{p.stem}]({p.name})\n\n{caption}\n" for p, caption in figures]
-    atomic_write(output_dir / "summary.md", "\n".join(summary) + "\n")
+def plot_shift_robustness(curves, consistency, path, max_shift=3):
+    """Left: test accuracy against the shift in pixels, one styled line per variant (mean
+    over the eight directions and the seeds). Right: consistency per variant, the seeds as
+    points, mean with interval.
 
-    def embedded(p):
-        return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
+    curves: list of (run-like dict with activation/downsampling/optimizer, label,
+    {shift: accuracy}); consistency: list of (label, [value per seed], (mean, low, high)).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.6), layout="constrained",
+                                      width_ratios=[1, 1.1])
+    for run, label, accuracy in curves:
+        shifts = sorted(accuracy, key=int)
+        left.plot([int(k) for k in shifts], [100 * accuracy[k] for k in shifts], label=label,
+                  markersize=5, linewidth=1.4, alpha=0.9, **style_of(run))
+    left.set_xticks(range(max_shift + 1))
+    left.set_xlabel("shift (pixels, each of the 8 directions, zero fill)")
+    left.set_ylabel("test accuracy (%)")
+    left.set_title("Accuracy of shifted test images")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    for y, (label, values, (mean, low, high)) in enumerate(consistency[::-1]):
+        right.plot(100 * np.asarray(values), np.full(len(values), y), "o", color="#1f77b4",
+                   alpha=0.6, markersize=6, label="one seed" if y == 0 else None)
+        if np.isfinite(low):
+            right.plot([100 * low, 100 * high], [y, y], color="black", linewidth=1.5)
+        right.plot(100 * mean, y, "D", markerfacecolor="none", markeredgecolor="black",
+                   markersize=10, markeredgewidth=1.5,
+                   label="mean (bar: 95% interval)" if y == 0 else None)
+    right.set_yticks(range(len(consistency)), [label for label, _, _ in consistency[::-1]])
+    right.set_ylim(-0.7, len(consistency) - 0.3)
+    right.margins(x=0.1)
+    right.set_xlabel("consistency (%): same class for two random shifts of an image")
+    right.set_title(f"Consistency under random shifts of up to {max_shift} px (Zhang 2019)")
+    right.grid(axis="x", alpha=0.3)
+    right.legend(loc="lower right", fontsize=8.5)
+    fig.suptitle("Shift robustness on the test set", fontsize=14)
+    return save_figure(fig, path)
 
-    page = [f"<!doctype html><html><head><meta charset='utf-8'><title>Fashion-MNIST CNN lab"
-            f"</title><style>{HTML_STYLE}</style></head><body>",
-            "<h1>Fashion-MNIST CNN design-choice lab</h1>",
-            *([f"<p class='warning'><b>{html.escape(warning)}</b></p>"] if warning else []),
-            f"<p>Best on validation: <b>{html.escape(best['name'])}</b> (seed {best['seed']}), "
-            f"test accuracy {100 * best['test_accuracy']:.2f}%.</p>",
-            "<h2>Settings</h2>", html_table(*settings)]
-    if effect_lines:
-        page += ["<h2>What the data support</h2><ul>",
-                 *[f"<li>{html.escape(line)}</li>" for line in effect_lines], "</ul>"]
-    for title, intro, header, rows in tables:
-        page += [f"<h2>{html.escape(title)}</h2><p>{html.escape(intro)}</p>", html_table(header, rows)]
-    page += ["<h2>Runs</h2><p>Sorted by validation accuracy, which chose the best model; the "
-             "test set was used only for these final numbers.</p>", html_table(*results),
-             f"<h2>Classification report of {html.escape(best['name'])}</h2>", html_table(*report),
-             "<h2>Figures</h2>"]
-    page += [f"<figure><img alt='{p.stem}' src='{embedded(p)}'><figcaption>{html.escape(c)}"
-             f"</figcaption></figure>" for p, c in figures]
-    page.append("</body></html>")
-    atomic_write(output_dir / "report.html", "\n".join(page) + "\n")
-    return [p for p, _ in figures]
+
+def plot_gradcam(images, heatmaps, true_labels, predicted_labels, confidences, class_names,
+                 path, title):
+    """Test images with their Grad-CAM heat map overlaid (bilinear upsampling to 28x28),
+    true and predicted class and confidence; mistakes titled in red."""
+    n = len(images)
+    cols = 6
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 1, 2.55 * rows + 0.9),
+                             layout="constrained", squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        image = np.asarray(images[i]).squeeze()
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
+        overlay = ax.imshow(heatmaps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1,
+                            extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
+                            interpolation="bilinear")
+        wrong = true_labels[i] != predicted_labels[i]
+        ax.set_title(f"true: {class_names[true_labels[i]]}\n"
+                     f"pred: {class_names[predicted_labels[i]]} ({100 * confidences[i]:.0f}%)",
+                     fontsize=8.5, color="#b00000" if wrong else "#205020")
+    fig.colorbar(overlay, ax=axes, shrink=0.6, label="Grad-CAM (share of the image's peak)")
+    fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)

@@ -4,7 +4,7 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import REAL_DATA, require_real_data, write_dataset, write_idx
+from conftest import require_real_data, write_dataset, write_idx
 
 import fashion_mnist_cnn as fm
 
@@ -104,7 +104,7 @@ def test_cli_reports_bad_data_in_one_line(tmp_path, small_sizes, capsys):
 
 def test_real_data():
     require_real_data()
-    (x_train, y_train), (x_test, y_test) = fm.load_fashion_mnist(REAL_DATA)
+    (x_train, y_train), (x_test, y_test) = fm.load_fashion_mnist()
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert np.bincount(y_train).tolist() == [6000] * 10
     assert np.bincount(y_test).tolist() == [1000] * 10
@@ -123,3 +123,17 @@ def test_split_is_stratified_scaled_and_seeded():
     np.testing.assert_array_equal(again["val"][0], x_val)
     other = fm.prepare_data(None, subset=2000, val_fraction=0.1, seed=4)
     assert not np.array_equal(other["val"][0], x_val)
+
+
+def test_data_folder_from_the_environment(tmp_path, small_sizes, monkeypatch):
+    """A laptop without root: FASHION_MNIST_DIR points at the four files, no flag needed."""
+    folder = write_dataset(tmp_path / "data", 50, 20)
+    monkeypatch.setenv(fm.DATA_DIR_VARIABLE, str(folder))
+    (x_train, _), (x_test, _) = fm.load_fashion_mnist()
+    assert x_train.shape == (50, 28, 28) and x_test.shape == (20, 28, 28)
+    monkeypatch.setenv(fm.DATA_DIR_VARIABLE, str(tmp_path / "nowhere"))
+    with pytest.raises(fm.DataError, match="FASHION_MNIST_DIR is not a folder"):
+        fm.load_fashion_mnist()
+    # --data-dir wins over the environment
+    (x_train, _), _ = fm.load_fashion_mnist(folder)
+    assert len(x_train) == 50

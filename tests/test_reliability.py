@@ -97,39 +97,6 @@ def test_missing_data_dir_is_one_line(tmp_path, capsys):
     assert os.listdir(tmp_path / "out") == [] or not any((tmp_path / "out").rglob("*.json"))
 
 
-def write_history(run_dir, n):
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["epoch,accuracy,loss,seconds,val_accuracy,val_loss"]
-    lines += [f"{e},0.{5 + e},1.{e},10.5,0.{6 + e},0.9" for e in range(n)]
-    (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
-
-
-def test_resume_keeps_only_backed_up_epochs(tmp_path):
-    run_dir = tmp_path / "run"
-    write_history(run_dir, 3)  # epoch 3 was logged, but the kill came before its backup ...
-    (run_dir / "backup").mkdir()
-    (run_dir / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
-    kept = fm.resumable_history(run_dir, epochs=5)
-    assert [r["epoch"] for r in kept] == [0, 1]  # ... so it is dropped and trained again
-    assert fm.read_history(run_dir / "history.csv") == kept
-    assert kept[1]["val_accuracy"] == 0.7
-
-
-def test_resume_without_backup_starts_over(tmp_path):
-    run_dir = tmp_path / "run"
-    write_history(run_dir, 1)
-    (run_dir / "best.keras").write_text("stale")
-    assert fm.resumable_history(run_dir, epochs=5) == []
-    assert not (run_dir / "best.keras").exists()
-
-
-def test_finished_training_is_not_repeated(tmp_path):
-    run_dir = tmp_path / "run"
-    write_history(run_dir, 3)
-    (run_dir / "best.keras").write_text("model")
-    assert len(fm.resumable_history(run_dir, epochs=3)) == 3
-
-
 def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
     """mkstemp makes 0600 files; results shared with a group must not silently be private."""
     import matplotlib.pyplot as plt

@@ -1,0 +1,125 @@
+"""Beyond accuracy: calibration, shift robustness and Grad-CAM of a trained model.
+
+Calibration (Guo et al. 2017, "On Calibration of Modern Neural Networks"): the expected
+calibration error over 15 equal-width confidence bins, ECE = sum_b |B_b|/N * |acc(B_b) -
+conf(B_b)|, and the negative log-likelihood. Shift robustness (Zhang 2019, "Making
+Convolutional Networks Shift-Invariant Again"): test accuracy with the images shifted by
+1-3 pixels in the eight directions (zero fill), and consistency, how often two random
+shifts of one image get the same predicted class. Grad-CAM (Selvaraju et al. 2017): the
+class-score gradient-weighted activation map of a conv layer.
+
+Computing only: arrays and dicts in, arrays and dicts out; the figures are drawn by
+visualization_utils. Every run gets the same shifts (a fixed seed), so differences between
+variants are paired.
+"""
+
+import numpy as np
+
+ECE_BINS = 15
+SHIFTS = (1, 2, 3)  # pixels
+DIRECTIONS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+CONSISTENCY_MAX_SHIFT = 3  # Zhang's two random shifts, each in [-3, 3]^2 pixels
+ANALYSIS_SEED = 1234
+ANALYSIS_VERSION = 2  # bump when a definition changes, so cached analyses are recomputed
+
+
+def reliability_bins(probabilities, labels, bins=ECE_BINS):
+    """Per equal-width confidence bin: count, number correct and summed confidence."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    # bin b holds confidences in (b/B, (b+1)/B]; a confidence of exactly 0 goes to bin 0
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    return {"count": np.bincount(index, minlength=bins).tolist(),
+            "correct": np.bincount(index, weights=correct, minlength=bins).tolist(),
+            "confidence": np.bincount(index, weights=confidence, minlength=bins).tolist()}
+
+
+def expected_calibration_error(bins):
+    """ECE from reliability_bins' sums: the count-weighted mean |accuracy - confidence|."""
+    count, correct, confidence = (np.asarray(bins[k], dtype=float)
+                                  for k in ("count", "correct", "confidence"))
+    return float(np.abs(correct - confidence).sum() / count.sum())
+
+
+def negative_log_likelihood(probabilities, labels, eps=1e-12):
+    return float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], eps, 1)).mean())
+
+
+def shift_images(images, dy, dx):
+    """Shift (N, H, W, C) images by dy rows and dx columns -- one offset for all, or arrays
+    of one offset per image -- filling with zeros (the background)."""
+    n, h, w = images.shape[:3]
+    dy, dx = np.broadcast_to(dy, n), np.broadcast_to(dx, n)
+    m = int(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))
+    padded = np.pad(images, ((0, 0), (m, m), (m, m), (0, 0)))
+    rows = (m - dy)[:, None] + np.arange(h)  # (N, H): source row of each output row
+    cols = (m - dx)[:, None] + np.arange(w)
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def shift_robustness(predict, images, labels, shifts=SHIFTS, max_shift=CONSISTENCY_MAX_SHIFT,
+                     seed=ANALYSIS_SEED):
+    """Accuracy at each shift and consistency; predict: images -> class probabilities.
+
+    Accuracy at shift s: every test image moved s pixels in one of the eight directions,
+    drawn at random per image (an unbiased estimate of the mean over the directions, over
+    all test images at the cost of one pass); "0" is the unshifted accuracy. Consistency:
+    each image shifted twice by random offsets in [-max_shift, max_shift]^2, the share of
+    images whose two predicted classes agree. The seed is fixed: every run sees the same
+    shifts, so differences between variants are paired.
+    """
+    rng = np.random.default_rng(seed)
+    directions = np.array(DIRECTIONS)
+
+    def accuracy_of(dy, dx):
+        return float((predict(shift_images(images, dy, dx)).argmax(axis=1) == labels).mean())
+
+    accuracy = {"0": accuracy_of(0, 0)}
+    for shift in shifts:
+        dy, dx = (shift * directions[rng.integers(len(directions), size=len(images))]).T
+        accuracy[str(shift)] = accuracy_of(dy, dx)
+    first, second = (predict(shift_images(images, *rng.integers(-max_shift, max_shift + 1,
+                                                              size=(2, len(images))))).argmax(axis=1)
+                     for _ in range(2))
+    return {"accuracy": accuracy, "consistency": float((first == second).mean()),
+            "max_shift": max_shift}
+
+
+def analyse(predict, probabilities, images, labels):
+    """The whole analysis of one run; probabilities: its (TTA) test predictions, used for
+    calibration; predict: the plain model, used for the shifted images."""
+    bins = reliability_bins(probabilities, labels)
+    shift = shift_robustness(predict, images, labels)
+    return {"version": ANALYSIS_VERSION,
+            "ece": expected_calibration_error(bins),
+            "nll": negative_log_likelihood(probabilities, labels),
+            "reliability": bins, **{f"shift_{k}": v for k, v in shift.items()}}
+
+
+def gradcam(model, images, layer_name, class_indices):
+    """Grad-CAM heat maps in [0, 1], one (h, w) map per image at layer_name's resolution:
+    ReLU(sum_k alpha_k A_k), alpha_k = mean over positions of d score_c / d A_k, where the
+    score is the pre-softmax logit of class c (the softmax's input times its kernel)."""
+    import keras
+    import tensorflow as tf
+
+    softmax = model.get_layer("softmax")
+    grad_model = keras.Model(model.inputs[0], [model.get_layer(layer_name).output, softmax.input])
+    kernel, bias = (tf.cast(w, tf.float32) for w in softmax.weights)
+    with tf.GradientTape() as tape:
+        activations, features = grad_model(tf.convert_to_tensor(images), training=False)
+        logits = tf.matmul(tf.cast(features, tf.float32), kernel) + bias
+        scores = tf.gather(logits, np.asarray(class_indices)[:, None], axis=1, batch_dims=1)
+    gradients = tf.cast(tape.gradient(scores, activations), tf.float32)
+    activations = tf.cast(activations, tf.float32)
+    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    maps = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)).numpy()
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+def summary_metrics(analysis):
+    """The scalars of an analysis that tables, statistics and HParams use, by name."""
+    return {"ece": analysis["ece"], "nll": analysis["nll"],
+            "shift_consistency": analysis["shift_consistency"],
+            **{f"shift_accuracy_{k}px": v for k, v in analysis["shift_accuracy"].items() if k != "0"}}

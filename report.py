@@ -1,0 +1,426 @@
+"""The one-page report: tables, statistics and figures of the finished runs, as report.html
+(self-contained) and summary.md.
+
+write_report reads what the runner saved (metrics.json, histories, predictions, models),
+computes what the figures need and calls visualization_utils to draw them; it never trains,
+so `--report-only` rebuilds everything from saved runs.
+"""
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+
+import factor_analysis as fa
+import model_analysis
+from run_store import atomic_write
+from visualization_utils import (SAMPLE_INDEX, plot_activation_maps, plot_calibration,
+                                 plot_confusion_matrix, plot_factor_effects, plot_filters,
+                                 plot_gradcam, plot_misclassified, plot_per_class_accuracy,
+                                 plot_shift_robustness, plot_training_curves, variant_label)
+
+
+def mean_over_seeds(runs):
+    """One pseudo-run per variant whose history is the per-epoch mean over its seeds, for
+    curves and heatmaps that would be unreadable with a line per seed."""
+    by_name = {}
+    for run in runs:
+        by_name.setdefault(run["name"], []).append(run)
+    merged = []
+    for name, group in by_name.items():
+        epochs = min(len(r["history"]) for r in group)
+        history = [{k: float(np.mean([r["history"][e][k] for r in group]))
+                    for k in ("accuracy", "val_accuracy", "loss", "val_loss")} for e in range(epochs)]
+        best = 1 + int(np.argmax([row["val_accuracy"] for row in history])) if history else 1
+        merged.append({**group[0], "history": history, "best_epoch": best, "n_seeds": len(group)})
+    return merged
+
+
+def feature_maps_of(model, image, layer_names):
+    """Outputs of the named layers for one image, via a sub-model sharing the weights."""
+    import keras  # only the report needs Keras here
+
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
+    outputs = probe.predict(np.asarray(image)[None], verbose=0)
+    return [(n, o[0]) for n, o in zip(layer_names, outputs)]
+
+
+def results_rows(runs):
+    """The report's table as (header, rows of strings)."""
+    header = ["variant", "seed", "trainable params", "epochs", "best epoch", "train acc",
+              "val acc", "test acc", "test loss", "train time"]
+    rows = []
+    for r in runs:
+        if r["status"] != "ok":
+            rows.append([r["name"], str(r["seed"]), f"{r['trainable_params']:,}", str(r["epochs_run"]),
+                         "failed", "", "", "", "", ""])
+            continue
+        rows.append([r["name"], str(r["seed"]), f"{r['trainable_params']:,}", str(r["epochs_run"]),
+                     str(r["best_epoch"]), f"{100 * r['train_accuracy']:.2f}%",
+                     f"{100 * r['val_accuracy']:.2f}%", f"{100 * r['test_accuracy']:.2f}%",
+                     f"{r['test_loss']:.4f}", f"{r['train_seconds'] / 60:.1f} min"])
+    return header, rows
+
+
+def classification_rows(report, class_names):
+    header = ["class", "precision", "recall", "F1", "support"]
+    rows = [[c, f"{report[c]['precision']:.4f}", f"{report[c]['recall']:.4f}",
+             f"{report[c]['f1-score']:.4f}", str(int(report[c]["support"]))]
+            for c in [*class_names, "macro avg", "weighted avg"]]
+    return header, rows
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def html_table(header, rows):
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def smoke_check_warning(settings):
+    """A sentence for the top of a report trained on a subset (--quick, --subset): its numbers
+    check the pipeline and say nothing about the design choices."""
+    if settings.get("subset"):
+        return (f"Smoke check of the pipeline, not results: trained on {settings['subset']:,} "
+                f"images for {settings.get('epochs')} epoch(s). Differences between variants "
+                "here are noise; run without --quick/--subset for comparisons.")
+    return None
+
+
+def settings_rows(run):
+    """A run's settings and environment as a two-column table."""
+    rows = [[key, str(value)] for key, value in run.get("settings", {}).items()]
+    env = run.get("environment")
+    if env:
+        rows += [["device", env["device"]], ["backend", env["backend"]],
+                 ["XLA", "on" if env["xla"] else "off"], ["replicas", str(env["replicas"])],
+                 ["TensorFlow / Keras", f"{env['packages'].get('tensorflow')} / "
+                                        f"{env['packages'].get('keras')}"]]
+    return ["setting", "value"], rows
+
+
+HTML_STYLE = """.warning{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em}
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margin:2em 0}
+img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:14px;margin-top:.4em}"""
+
+
+def adjusted_effects(ok, factors, metric):
+    """Main effects and interactions of one metric, with Bonferroni intervals over the six."""
+    effects, pair_effects = fa.factor_effects(ok, factors, metric), fa.interactions(ok, factors, metric)
+    adjusted = fa.family_adjusted(effects + pair_effects)  # read together: family-wise too
+    return adjusted[:len(effects)], adjusted[len(effects):]
+
+
+def pm(stat, scale=100, digits=2, unit="%"):
+    """'mean ± sd [low, high]' of a variant_summary entry."""
+    if not np.isfinite(stat["sd"]):
+        return f"{scale * stat['mean']:.{digits}f}{unit}"
+    return (f"{scale * stat['mean']:.{digits}f}{unit} ± {scale * stat['sd']:.{digits}f} "
+            f"[{scale * stat['low']:.{digits}f}, {scale * stat['high']:.{digits}f}]")
+
+
+def verdict(effect):
+    if effect["family_significant"]:
+        return "significant, also after Bonferroni"
+    return "significant at 95%, not after Bonferroni" if effect["significant"] else "not significant"
+
+
+def effects_table(title, what, effects, pair_effects, display):
+    """A (title, intro, header, rows) table of main effects and interactions on one metric."""
+    adjusted = effects + pair_effects
+
+    def interval(low, high):
+        return f"[{100 * low:+.2f}, {100 * high:+.2f}]" if np.isfinite(low) else "n/a"
+
+    return (title,
+            f"Main effect: mean of the paired differences in {what} (second level minus "
+            "first) over the other two factors and the seeds, with a paired t interval; an "
+            "interaction is the change of the first factor's effect between the levels of the "
+            f"second. The Bonferroni interval is wide enough for all {len(adjusted)} "
+            f"comparisons to hold at once with {fa.CONFIDENCE:.0%} confidence: use it when "
+            "reading the table as a whole.",
+            ["comparison", "effect (pp)", f"{fa.CONFIDENCE:.0%} interval (pp)",
+             f"Bonferroni interval (x{len(adjusted)})", "pairs", "verdict"],
+            [[(f"{display[e['second']]} vs {display[e['first']]}" if "by" not in e
+               else f"{e['factor']} x {e['by']} (interaction)"), f"{100 * e['effect']:+.2f}",
+              interval(e["low"], e["high"]), interval(e["family_low"], e["family_high"]),
+              str(e["n"]), verdict(e)]
+             for e in adjusted])
+
+
+def statistics_sections(runs, factors, display):
+    """The multi-seed comparison as (title, intro, header, rows) tables, plus the data of the
+    factor-effects figure; empty when there is nothing to compare."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    summary = fa.variant_summary(ok, factors)
+    effects, pair_effects = adjusted_effects(ok, factors, "test_accuracy")
+    n_seeds = len({r["seed"] for r in ok})
+    tables = [("Variants over seeds",
+               f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean] "
+               f"over {n_seeds} seed(s); best mean test accuracy first.",
+               ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
+               [[e["name"], str(e["n"]), pm(e["test_accuracy"]), pm(e["val_accuracy"]),
+                 pm(e["test_loss"], 1, 4, ""), pm(e["train_seconds"], 1 / 60, 1, "")]
+                for e in summary])]
+    if effects:
+        tables.append(effects_table("Factor effects on test accuracy", "test accuracy",
+                                    effects, pair_effects, display))
+    speed = fa.convergence(ok)
+    thresholds = fa.CONVERGENCE_THRESHOLDS
+
+    def reached(entry, t):
+        c = entry[t]
+        if not c["reached"]:
+            return f"never (0/{entry['n']})"
+        return f"{c['epochs']:.1f} ep, {c['seconds'] / 60:.1f} min ({c['reached']}/{entry['n']})"
+
+    tables.append((
+        "Convergence speed",
+        "Epochs and minutes of training until validation accuracy first reached each level, "
+        "mean over the seeds that reached it (how many did, in brackets).",
+        ["variant"] + [f"to {100 * t:.0f}% val acc" for t in thresholds],
+        [[e["name"]] + [reached(e, t) for t in thresholds] for e in speed]))
+    return tables, effects, pair_effects, seed_points(ok, summary, "test_accuracy")
+
+
+def seed_points(ok, summary, metric):
+    """(variant label, [metric per seed], (mean, low, high)) per variant, summary's order."""
+    by_name = {}
+    for r in ok:
+        by_name.setdefault(r["name"], []).append(r[metric])
+    return [(variant_label(e), by_name[e["name"]], (e[metric]["mean"], e[metric]["low"], e[metric]["high"]))
+            for e in summary]
+
+
+BEYOND_INTRO = ("Accuracy differences between the variants are tenths of a point; the design "
+                "choices may also change how far the confidence can be trusted (Guo et al. 2017) "
+                "and whether a one-pixel shift changes the answer (Zhang 2019: max pooling and "
+                "strided convolutions alias). Effects are paired over seeds like accuracy's.")
+GRADCAM_LAYER = "act4"
+GRADCAM_CLASSES = (0, 1, 2, 6, 7, 8)  # one correct example each: T-shirt, Trouser, Pullover, Shirt, Sneaker, Bag
+BEYOND_METRICS = ("ece", "nll", "shift_consistency", "shift_accuracy_1px", "shift_accuracy_2px",
+                  "shift_accuracy_3px", "test_accuracy")
+
+
+def beyond_accuracy(ok, factors, display, output_dir):
+    """Calibration and shift robustness: tables, effect sentences, and the two figures with
+    their captions. ok: finished runs that carry their analysis."""
+    ok = [r for r in ok if "analysis" in r]
+    if not ok:
+        return [], [], []
+    summary = fa.variant_summary(ok, factors, BEYOND_METRICS)
+    by_name = {}
+    for r in ok:
+        by_name.setdefault(r["name"], []).append(r)
+    diagrams = []
+    for e in sorted(summary, key=lambda e: e["ece"]["mean"]):
+        group = by_name[e["name"]]
+        pooled = {k: np.sum([r["analysis"]["reliability"][k] for r in group], axis=0)
+                  for k in ("count", "correct", "confidence")}
+        diagrams.append((variant_label(e), pooled, (e["ece"]["mean"], e["ece"]["low"], e["ece"]["high"])))
+    curves = [(e, variant_label(e), {k: float(np.mean([r["analysis"]["shift_accuracy"][k] for r in by_name[e["name"]]]))
+                                     for k in by_name[e["name"]][0]["analysis"]["shift_accuracy"]})
+              for e in summary]
+    consistency_order = sorted(summary, key=lambda e: -e["shift_consistency"]["mean"])
+    n_seeds = len({r["seed"] for r in ok})
+    over = f"mean over {n_seeds} seeds" if n_seeds > 1 else "one seed"
+    tables = [
+        ("Calibration",
+         f"Expected calibration error (ECE, 15 equal-width confidence bins; Guo et al. 2017) and "
+         f"negative log-likelihood on the test set, {over}: mean ± sd [95% interval]. Lower is "
+         "better for both; an ECE of 1% means confidence and accuracy differ by 1 point on "
+         "average.",
+         ["variant", "seeds", "ECE", "NLL", "test acc"],
+         [[e["name"], str(e["n"]), pm(e["ece"]), pm(e["nll"], 1, 4, ""), pm(e["test_accuracy"])]
+          for e in sorted(summary, key=lambda e: e["ece"]["mean"])]),
+        ("Shift robustness",
+         f"Test accuracy with the images shifted by 1-3 pixels (mean over the eight directions, "
+         f"zero fill, no test-time flips) and consistency (Zhang 2019: how often two random "
+         f"shifts of up to 3 px give the same class), {over}.",
+         ["variant", "unshifted", "1 px", "2 px", "3 px", "consistency"],
+         [[e["name"], f"{100 * np.mean([r['analysis']['shift_accuracy']['0'] for r in by_name[e['name']]]):.2f}%",
+           pm(e["shift_accuracy_1px"]), pm(e["shift_accuracy_2px"]), pm(e["shift_accuracy_3px"]),
+           pm(e["shift_consistency"])] for e in consistency_order]),
+    ]
+    sentences = []
+    for metric, what in (("ece", "ECE"), ("shift_consistency", "shift consistency")):
+        effects, pair_effects = adjusted_effects(ok, factors, metric)
+        if effects:
+            tables.append(effects_table(f"Factor effects on {what}", what, effects, pair_effects,
+                                        display))
+            sentences += [f"{what}: {fa.effect_sentence(e, display)}" for e in effects + pair_effects]
+    figures = [
+        (plot_calibration(diagrams, output_dir / "calibration.png"),
+         "Reliability diagrams, best calibrated first: bars are the accuracy of the predictions "
+         "in each confidence bin, red the gap to their mean confidence (red above a bar: "
+         "over-confident; below the diagonal), the inset the share of predictions per bin -- "
+         "almost all sit in the top bin, so ECE is decided there."),
+        (plot_shift_robustness(curves, seed_points(ok, consistency_order, "shift_consistency"),
+                               output_dir / "shift_robustness.png"),
+         "Left: how fast accuracy falls when the test images move by 1-3 pixels (lines styled "
+         "as in the training curves: colour optimizer, dashes strided convolutions, triangles "
+         "LeakyReLU). Right: how often two random shifts of the same image get the same class; "
+         "the seeds as points, the mean with its 95% interval."),
+    ]
+    return tables, sentences, figures
+
+
+def write_report(output_dir, runs, load_model, x_test, class_names, factors, display):
+    """Every figure, report.html and summary.md from saved runs; returns the figure paths.
+
+    runs: the runner's metrics records, best validation accuracy first, each with its
+    run_dir and history. load_model: path -> Keras model. x_test: test images.
+    factors: {factor: (first level, second level)}; display: level -> label.
+    """
+    output_dir = Path(output_dir)
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        return []
+    best = ok[0]
+    best_dir = Path(best["run_dir"])
+    model = load_model(best_dir / "model.keras")
+    saved = np.load(best_dir / "predictions.npz")
+    probabilities, labels = saved["probabilities"], saved["labels"]
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(probabilities[wrong, predicted[wrong]])[::-1][:18]]
+    tag = best["name"]
+    best_title = f"{best['name']} (seed {best['seed']}; best on validation)"
+    n_seeds = len({r["seed"] for r in ok})
+    per_variant = mean_over_seeds(ok) if n_seeds > 1 else ok
+    over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
+
+    mean_recall = np.mean([[r["classification_report"][c]["recall"] for c in class_names]
+                           for r in ok], axis=0)
+    hardest = ", ".join(f"{class_names[i]} ({100 * mean_recall[i]:.1f}%)"
+                        for i in np.argsort(mean_recall)[:3])
+    recalls = {}
+    for r in ok:
+        recalls.setdefault(variant_label(r), []).append(
+            [r["classification_report"][c]["recall"] for c in class_names])
+    if n_seeds == 1:
+        recalls = {f"{r_label} (seed {ok[0]['seed']})": v for r_label, v in recalls.items()}
+    figures = [
+        (plot_training_curves(per_variant, output_dir / "model_comparison.png",
+                              f"mean over {n_seeds} seeds per epoch; star: best epoch of the mean "
+                              "validation curve" if n_seeds > 1 else None),
+         f"Training and validation accuracy and loss per epoch for every variant{over}; the "
+         "star marks the epoch with the best validation accuracy, whose checkpoint was evaluated."),
+        (plot_confusion_matrix(best["confusion_matrix"], class_names,
+                               output_dir / f"{tag}_confusion_matrix.png", best_title),
+         f"Test-set confusion matrix of {best['name']} (seed {best['seed']}): rows are true "
+         "classes, columns predictions, each cell with its count and share of the row."),
+        (plot_filters(model.get_layer("conv1").get_weights()[0],
+                      output_dir / f"{tag}_filters.png", best_title),
+         "The 32 learned 3x3 kernels of the first convolution on one shared colour scale "
+         "(red positive, blue negative weights)."),
+        (plot_activation_maps(x_test[SAMPLE_INDEX],
+                              feature_maps_of(model, x_test[SAMPLE_INDEX],
+                                              ["act1", "act2", "act3", "act4"]),
+                              output_dir / f"{tag}_activation_maps.png", best_title),
+         f"What each conv layer of {best['name']} responds to in test image "
+         f"{SAMPLE_INDEX} ({class_names[labels[SAMPLE_INDEX]]}), layer by layer; later layers "
+         "work at half and quarter resolution."),
+        (plot_misclassified(x_test[worst], labels[worst], predicted[worst],
+                            probabilities[worst, predicted[worst]], class_names,
+                            output_dir / f"{tag}_misclassified.png", best_title),
+         "The test images the best model gets wrong with the highest confidence, with the "
+         "true class, the predicted class and the model's confidence."),
+        (plot_per_class_accuracy({k: np.mean(v, axis=0) for k, v in recalls.items()},
+                                 class_names, output_dir / "per_class_accuracy.png",
+                                 *([f"Per-class test accuracy of every variant, mean over {n_seeds} "
+                                    "seeds (best validation run's variant first)"]
+                                   if n_seeds > 1 else [])),
+         f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
+    ]
+    correct = [np.flatnonzero((predicted == labels) & (labels == c))[0] for c in GRADCAM_CLASSES
+               if np.any((predicted == labels) & (labels == c))]
+    shown = np.array(correct + list(worst[:6]))
+    heatmaps = model_analysis.gradcam(model, x_test[shown], GRADCAM_LAYER, predicted[shown])
+    figures.insert(5, (
+        plot_gradcam(x_test[shown], heatmaps, labels[shown], predicted[shown],
+                     probabilities[shown, predicted[shown]], class_names,
+                     output_dir / f"{tag}_gradcam.png",
+                     f"{best_title}\nGrad-CAM for the predicted class at {GRADCAM_LAYER} (the last "
+                     f"of the four 3x3 conv layers, after batch norm and activation, 14x14)"),
+        f"Where {best['name']} looks: Grad-CAM heat maps (Selvaraju et al. 2017) of the "
+        f"predicted class at layer {GRADCAM_LAYER}, for correctly classified images (green "
+        "titles) and the most confident mistakes (red). Warm regions raised the class score."))
+    tables, effects, pair_effects, points = statistics_sections(runs, factors, display)
+    beyond_tables, beyond_lines, beyond_figures = beyond_accuracy(ok, factors, display, output_dir)
+    if effects:
+        figures.append((
+            plot_factor_effects(effects, pair_effects, points, output_dir / "factor_effects.png",
+                                display),
+            f"Left: the effect of each design choice on test accuracy with its {fa.CONFIDENCE:.0%} "
+            "paired t interval (red where the interval excludes zero). Right: each variant's "
+            "test accuracy per seed (points) with its mean and interval."))
+    effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
+
+    results = results_rows(runs)
+    report = classification_rows(best["classification_report"], class_names)
+    settings = settings_rows(best)
+    warning = smoke_check_warning(best.get("settings", {}))
+    summary = ["# Fashion-MNIST CNN design-choice lab: results\n"]
+    if warning:
+        summary += [f"> **{warning}**\n"]
+    summary += [f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
+                f"{100 * best['test_accuracy']:.2f}%.\n",
+                "## Settings\n", markdown_table(*settings), ""]
+    if effect_lines:
+        summary += ["## What the data support\n", *[f"- {line}" for line in effect_lines], ""]
+    for title, intro, header, rows in tables:
+        summary += [f"## {title}\n", intro + "\n", markdown_table(header, rows), ""]
+    if beyond_tables:
+        summary += ["## Beyond accuracy: calibration and shift robustness\n", BEYOND_INTRO + "\n",
+                    *[f"- {line}" for line in beyond_lines], ""]
+        for title, intro, header, rows in beyond_tables:
+            summary += [f"### {title}\n", intro + "\n", markdown_table(header, rows), ""]
+        summary += [f"![{p.stem}]({p.name})\n\n{caption}\n" for p, caption in beyond_figures]
+    summary += ["## Runs (best validation accuracy first)\n", markdown_table(*results), "",
+                f"## Classification report of {best['name']} (seed {best['seed']})\n",
+                markdown_table(*report), "", "## Figures\n"]
+    summary += [f"![{p.stem}]({p.name})\n\n{caption}\n" for p, caption in figures]
+    atomic_write(output_dir / "summary.md", "\n".join(summary) + "\n")
+
+    page = [f"<!doctype html><html><head><meta charset='utf-8'><title>Fashion-MNIST CNN lab"
+            f"</title><style>{HTML_STYLE}</style></head><body>",
+            "<h1>Fashion-MNIST CNN design-choice lab</h1>",
+            *([f"<p class='warning'><b>{html.escape(warning)}</b></p>"] if warning else []),
+            f"<p>Best on validation: <b>{html.escape(best['name'])}</b> (seed {best['seed']}), "
+            f"test accuracy {100 * best['test_accuracy']:.2f}%.</p>",
+            "<h2>Settings</h2>", html_table(*settings)]
+    if effect_lines:
+        page += ["<h2>What the data support</h2><ul>",
+                 *[f"<li>{html.escape(line)}</li>" for line in effect_lines], "</ul>"]
+    for title, intro, header, rows in tables:
+        page += [f"<h2>{html.escape(title)}</h2><p>{html.escape(intro)}</p>", html_table(header, rows)]
+    if beyond_tables:
+        page += ["<h2>Beyond accuracy: calibration and shift robustness</h2>",
+                 f"<p>{html.escape(BEYOND_INTRO)}</p><ul>",
+                 *[f"<li>{html.escape(line)}</li>" for line in beyond_lines], "</ul>"]
+        for title, intro, header, rows in beyond_tables:
+            page += [f"<h3>{html.escape(title)}</h3><p>{html.escape(intro)}</p>", html_table(header, rows)]
+        page += [figure_html(p, c) for p, c in beyond_figures]
+    page += ["<h2>Runs</h2><p>Sorted by validation accuracy, which chose the best model; the "
+             "test set was used only for these final numbers.</p>", html_table(*results),
+             f"<h2>Classification report of {html.escape(best['name'])}</h2>", html_table(*report),
+             "<h2>Figures</h2>"]
+    page += [figure_html(p, c) for p, c in figures]
+    page.append("</body></html>")
+    atomic_write(output_dir / "report.html", "\n".join(page) + "\n")
+    return [p for p, _ in figures + beyond_figures]
+
+
+def figure_html(path, caption):
+    """A figure embedded as base64, so report.html is one self-contained file."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f"<figure><img alt='{path.stem}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")

@@ -1,0 +1,304 @@
+"""Correct wherever it runs: the precision a run records is the one it trained with, short
+runs give meaningful numbers, resumes never mix settings, a kill at any moment leaves a
+consistent run, and the runner says what it runs on."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import ROOT, require_real_data
+
+import environment
+import fashion_mnist_cnn as fm
+
+ONE = ["--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
+RUN = Path("runs/CNN_ReLU_MaxPool_Adam/seed0")
+
+
+def metrics(out, run=RUN):
+    return json.loads((out / run / "metrics.json").read_text())
+
+
+# ----------------------------------------------------------------------------- 1. precision
+
+def test_mixed_precision_is_what_every_run_trains_with(tmp_path, capsys):
+    """clear_session() at the start of each run reset the global policy to float32: runs
+    trained in float32 while their settings said otherwise. Two runs in one process."""
+    require_real_data()
+    out = tmp_path / "out"
+    assert fm.main(["--subset", "200", "--epochs", "1", "--precision", "mixed_bfloat16",
+                    "--no-tta", "--activation", "relu", "--downsampling", "maxpool", "strided",
+                    "--optimizer", "adam", "--output-dir", str(out)]) == 0
+    assert "mixed_bfloat16, XLA off" in capsys.readouterr().out
+    for name in ("CNN_ReLU_MaxPool_Adam", "CNN_ReLU_Strided_Adam"):
+        run = Path("runs") / name / "seed0"
+        model = keras.models.load_model(out / run / "model.keras")
+        assert model.get_layer("conv1").dtype_policy.name == "mixed_bfloat16", name
+        assert model.get_layer("conv1").compute_dtype == "bfloat16"
+        assert model.get_layer("softmax").dtype_policy.name == "float32"
+        record = metrics(out, run)
+        assert record["settings"]["precision"] == record["environment"]["precision"] == "mixed_bfloat16"
+
+
+def test_mixed_float16_gets_a_loss_scale_optimizer():
+    variant = fm.Variant("relu", "maxpool", "adam")
+    try:
+        fm.start_run(0, "mixed_float16")
+        model = fm.compiled_model(variant, fm.distribution_strategy("none"), 10, 2, 1.0)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert model.get_layer("conv2").compute_dtype == "float16"
+        fm.start_run(0, "float32")  # the next run starts from a clean policy
+        model = fm.compiled_model(variant, fm.distribution_strategy("none"), 10, 2, 1.0)
+        assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert model.get_layer("conv2").compute_dtype == "float32"
+    finally:
+        fm.start_run(0, "float32")
+
+
+# ----------------------------------------------------------------------------- 6. short runs
+
+def inference_accuracy(model, x, y):
+    return float((model.predict(x, batch_size=256, verbose=0).argmax(axis=1) == y).mean())
+
+
+def test_a_short_run_evaluates_with_statistics_that_fit_its_weights(tmp_path):
+    """56 steps at momentum 0.99 left batch norm's moving statistics near their initial values:
+    validation accuracy near chance however well the network trained. Recomputed statistics
+    make validation accuracy close to the training accuracy measured in inference mode."""
+    require_real_data()
+    out = tmp_path / "out"
+    argv = ["--subset", "2000", "--epochs", "2", "--batch-size", "64", "--no-tta", *ONE]
+    assert fm.main([*argv, "--output-dir", str(out)]) == 0
+    record = metrics(out)
+    assert record["settings"]["bn_stat_images"] == fm.BN_STAT_IMAGES
+    data = fm.prepare_data(None, 2000, 0.1, seed=0)
+    model = keras.models.load_model(out / RUN / "model.keras")
+    train_accuracy = inference_accuracy(model, *data["train"])
+    print(f"val {record['val_accuracy']:.3f}, train (inference mode) {train_accuracy:.3f}, "
+          f"test {record['test_accuracy']:.3f}")
+    assert record["val_accuracy"] > 0.6 and record["test_accuracy"] > 0.6
+    assert abs(record["val_accuracy"] - train_accuracy) < 0.08
+    # the saved model is the one validated: the same statistics give the same accuracy
+    assert inference_accuracy(model, *data["val"]) == pytest.approx(record["val_accuracy"], abs=0.006)
+
+
+def test_recomputed_statistics_are_those_of_the_layer_inputs():
+    rng = np.random.default_rng(0)
+    images = rng.random((300, 28, 28, 1), dtype=np.float32)
+    fm.start_run(0, "float32")
+    model = fm.build_model(fm.Variant("leakyrelu", "strided", "sgd"))
+    callback = fm.RecomputeBatchNormStatistics(images)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_test_begin()
+    for name in ("bn1", "down1_bn", "bn4", "down3_bn"):  # the first, and later ones
+        bn = model.get_layer(name)
+        inputs = keras.Model(model.inputs[0], bn.input).predict(images, verbose=0)
+        np.testing.assert_allclose(bn.moving_mean.numpy(), inputs.mean(axis=(0, 1, 2)), atol=1e-4)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), inputs.var(axis=(0, 1, 2)),
+                                   rtol=1e-3, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- 4. settings
+
+def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path, capsys):
+    """Resuming with another --epochs restored the old optimizer step into a new schedule."""
+    out = tmp_path / "out"
+    args = fm.parse_args(["--epochs", "3", *ONE, "--output-dir", str(out)])
+    args.replica_scaling = 1
+    (out / RUN).mkdir(parents=True)
+    (out / RUN / "settings.json").write_text(json.dumps(fm.run_settings(args)))
+    (out / RUN / "history.csv").write_text("epoch,accuracy\n0,0.5\n")
+    code = fm.main(["--epochs", "4", *ONE, "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "(interrupted)" in err and "--epochs 3 (now 4)" in err
+    assert (out / RUN / "history.csv").read_text() == "epoch,accuracy\n0,0.5\n"  # untouched
+
+
+# ----------------------------------------------------------------------------- 5. kills
+
+def write_state(run_dir, logged, main=None, previous=None, checkpoints=()):
+    """A run folder as a kill could leave it: `logged` history rows (val accuracy rising
+    except epoch 3), backup metadata texts, best-so-far checkpoints (1-based epochs)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    values = [0.5, 0.6, 0.55, 0.7, 0.8][:logged]
+    (run_dir / "history.csv").write_text("epoch,accuracy,loss,seconds,val_accuracy,val_loss\n" + "".join(
+        f"{e},0.5,1.0,10.0,{v},0.9\n" for e, v in enumerate(values)))
+    backup = run_dir / "backup"
+    for text, suffix in ((main, ""), (previous, ".bkp")):
+        if text is not None:
+            backup.mkdir(exist_ok=True)
+            (backup / f"training_metadata.json{suffix}").write_text(text)
+            (backup / f"latest.weights.h5{suffix}").write_text("weights")
+    for epoch in checkpoints:
+        fm.checkpoint_path(run_dir, epoch).write_text("model")
+
+
+def assert_consistent(run_dir, kept):
+    """The invariant: the backup covers exactly the kept rows, and the only checkpoint left is
+    the best kept row's -- the one that will be evaluated is a logged epoch."""
+    assert fm.read_history(run_dir / "history.csv") == kept
+    epoch = fm.backup_epoch(run_dir / "backup" / "training_metadata.json")
+    assert epoch == (len(kept) or None)
+    assert fm.checkpoint_epochs(run_dir) == ([fm.best_logged_epoch(kept)] if kept else [])
+
+
+def meta(epoch):
+    return json.dumps({"epoch": epoch, "batch": 0})
+
+
+@pytest.mark.parametrize("state, expect_rows, expect_note", [
+    # killed in epoch 3's training: everything of epochs 1-2 is whole
+    (dict(logged=2, main=meta(2), previous=meta(1), checkpoints=[2]), 2, None),
+    # killed after epoch 3's checkpoint, before its backup
+    (dict(logged=2, main=meta(2), previous=meta(1), checkpoints=[2, 3]), 2, None),
+    # killed while epoch 3's metadata was written: empty or truncated; the previous is whole
+    (dict(logged=2, main="", previous=meta(2), checkpoints=[2, 3]), 2, "resuming from the one before"),
+    (dict(logged=2, main='{"epo', previous=meta(2), checkpoints=[2]), 2, "resuming from the one before"),
+    # killed after epoch 3's backup, before its history row: the backup is ahead of the log
+    (dict(logged=2, main=meta(3), previous=meta(2), checkpoints=[2, 3]), 2, "resuming from the one before"),
+    # killed after epoch 4's row, before the superseded checkpoint was deleted
+    (dict(logged=4, main=meta(4), previous=meta(3), checkpoints=[2, 4]), 4, None),
+    # killed while the very first backup was written: nothing to resume from
+    (dict(logged=0, main="", checkpoints=[1]), 0, "starts over"),
+    (dict(logged=0, main="{", previous=None, checkpoints=[]), 0, "starts over"),
+    # both backups unreadable after a logged epoch
+    (dict(logged=1, main="", previous="", checkpoints=[1]), 0, "starts over"),
+    # the best logged epoch's checkpoint is gone (deleted by hand)
+    (dict(logged=2, main=meta(2), previous=meta(1), checkpoints=[]), 0, "checkpoint"),
+])
+def test_any_kill_leaves_a_consistent_run(tmp_path, state, expect_rows, expect_note):
+    run_dir = tmp_path / "run"
+    write_state(run_dir, **state)
+    rows = fm.read_history(run_dir / "history.csv")
+    kept, note = fm.prepare_resume(run_dir, epochs=5)
+    assert kept == rows[:expect_rows]
+    assert_consistent(run_dir, kept)
+    assert (note is None) if expect_note is None else (expect_note in note)
+
+
+KILLED_WHILE_BACKING_UP = textwrap.dedent("""
+    # Run the runner, but die (like kill -9) while Keras writes backup number {save}'s
+    # metadata, leaving it {how}.
+    import json, os, sys
+    sys.path.insert(0, {root!r})
+    import keras
+    import fashion_mnist_cnn as fm
+    saves = []
+    def save_then_die(self):
+        saves.append(1)
+        if len(saves) < {save}:
+            return original(self)
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if os.path.exists(self._weights_path):  # what double_checkpoint does first
+            import shutil
+            shutil.copy(self._weights_path, self._prev_weights_path)
+            shutil.copy(self._training_metadata_path, self._prev_training_metadata_path)
+        self.model.save_weights(self._weights_path, overwrite=True)
+        text = json.dumps({{"epoch": self._current_epoch, "batch": 0}})
+        open(self._training_metadata_path, "w").write({cut})
+        os._exit(137)
+    original = keras.callbacks.BackupAndRestore._save_model
+    keras.callbacks.BackupAndRestore._save_model = save_then_die
+    fm.main(sys.argv[1:])
+""")
+
+
+@pytest.mark.parametrize("save, how, cut, note", [
+    (1, "empty", "''", "starts over"),
+    (2, "truncated", "text[:7]", "resuming from the one before"),
+])
+def test_killed_while_keras_writes_its_backup(tmp_path, save, how, cut, note):
+    """Keras writes training_metadata.json in place; an empty or truncated one made every
+    rerun crash. Now: the previous backup if it is whole, else start over, with a note."""
+    require_real_data()
+    out = tmp_path / "out"
+    argv = ["--subset", "300", "--epochs", "3", "--batch-size", "32", "--no-tta", *ONE,
+            "--output-dir", str(out)]
+    script = KILLED_WHILE_BACKING_UP.format(root=str(ROOT), save=save, how=how, cut=cut)
+    killed = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
+                            text=True, cwd=ROOT, timeout=600)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    metadata = out / RUN / "backup" / "training_metadata.json"
+    assert len(metadata.read_text()) == (0 if how == "empty" else 7)
+    assert fm.backup_epoch(metadata) is None
+
+    rerun = subprocess.run([sys.executable, str(ROOT / "fashion_mnist_cnn.py"), *argv],
+                           capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "note: " in rerun.stdout and note in rerun.stdout
+    history = fm.read_history(out / RUN / "history.csv")
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+    # the evaluated checkpoint is a logged epoch: it reproduces that epoch's val accuracy
+    record = metrics(out)
+    assert record["best_epoch"] == fm.best_logged_epoch(history)
+    model = keras.models.load_model(out / RUN / "model.keras")
+    data = fm.prepare_data(None, 300, 0.1, seed=0)
+    assert inference_accuracy(model, *data["val"]) == pytest.approx(
+        history[record["best_epoch"] - 1]["val_accuracy"], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- 3. environment
+
+def test_metrics_say_where_the_numbers_came_from(tmp_path):
+    require_real_data()
+    out = tmp_path / "out"
+    assert fm.main(["--subset", "200", "--epochs", "1", "--no-tta", *ONE, "--output-dir", str(out)]) == 0
+    env = metrics(out)["environment"]
+    assert env["backend"] == "tensorflow" and env["replicas"] == 1 and env["xla"] in (False, True)
+    assert env["packages"]["tensorflow"] and env["packages"]["keras"].startswith("3.")
+    assert env["device"] and env["cpu_count"] == os.cpu_count()
+    line = environment.summary_line(env)
+    assert "tensorflow backend on" in line and "replica" in line
+
+
+def fake_nvidia_smi(folder, listing):
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+
+def test_a_gpu_tensorflow_cannot_use_is_named_in_one_line(tmp_path, monkeypatch):
+    fake_nvidia_smi(tmp_path, "GPU 0: NVIDIA H200 (UUID: GPU-1234)\\n")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    warning = environment.gpu_mismatch_warning(0)
+    assert warning.startswith("warning: nvidia-smi lists 1 GPU(s)") and "\n" not in warning
+    assert environment.gpu_mismatch_warning(1) is None  # TensorFlow sees it: all is well
+    fake_nvidia_smi(tmp_path, "No devices were found\\n")
+    assert environment.gpu_mismatch_warning(0) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert environment.gpu_mismatch_warning(0) is None
+
+
+# ----------------------------------------------------------------------------- 7. first hour
+
+def test_quick_runs_get_their_own_folder():
+    """`make run ARGS=--quick` then `make run` refused: both wrote to results/."""
+    assert fm.parse_args(["--quick"]).output_dir == Path("results-quick")
+    assert fm.parse_args([]).output_dir == Path("results")
+    assert fm.parse_args(["--quick", "--output-dir", "mine"]).output_dir == Path("mine")
+    assert fm.run_settings(_with_scaling(fm.parse_args(["--quick"]))) != fm.run_settings(
+        _with_scaling(fm.parse_args([])))
+
+
+def _with_scaling(args):
+    args.replica_scaling = 1
+    return args
+
+
+@pytest.mark.parametrize("environ, error", [
+    ({"JOB_COMPLETION_INDEX": "0"}, "--shard-count"),
+    ({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "4"}, "not within"),
+])
+def test_usage_problems_are_not_called_data_errors(environ, error):
+    with pytest.raises(fm.UsageError, match=error) as raised:
+        fm.shard_from_environment(None, None, environ)
+    assert not isinstance(raised.value, fm.DataError)
