@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 DATA_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test data clean-venv
+.PHONY: run test data setup-gpu gpu-check clean-venv
 
 # The venv is rebuilt only when a requirements file changes.
 $(VENV)/.installed: requirements.txt
@@ -31,6 +31,16 @@ data:
 	else \
 	  echo "data: no apt-get as root here; the runner will use --data-dir or Keras' downloader"; \
 	fi
+
+# On a Linux machine with an NVIDIA GPU: add TensorFlow's CUDA libraries to the venv, then
+# `make run` as usual (the runner's first line says which device it trains on).
+setup-gpu: $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-gpu.txt
+	$(PY) -c "import tensorflow as tf; print('TensorFlow sees', len(tf.config.list_physical_devices('GPU')), 'GPU(s)')"
+
+# The prepared GPU check (benchmarks/gpu_check.sh): runs on a CPU too, skipping its GPU parts.
+gpu-check: $(VENV)/.installed-dev data
+	bash benchmarks/gpu_check.sh
 
 run: $(VENV)/.installed data
 	$(PY) fashion_mnist_cnn.py $(ARGS)
