@@ -195,7 +195,7 @@ def finished_runs(output_dir):
 
 def settings_of(run):
     """A run's settings, with those added later at the value runs from before them had."""
-    settings = {"replica_scaling": 1, "bn_momentum": 0.99, "bn_stat_images": 0,
+    settings = {"replica_scaling": 1, "bn_momentum": 0.99, "bn_stat_images": 0, "shift_images": 10000,
                 **run.get("settings", {})}
     if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
         settings["replica_scaling"] = settings.pop("replicas")

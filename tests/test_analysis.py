@@ -101,7 +101,7 @@ def test_gradcam_maps_are_at_the_layer_resolution_and_normalised():
 def analysed_run(tmp_path_factory):
     require_real_data()
     out = tmp_path_factory.mktemp("analysis")
-    assert fm.main(["--subset", "600", "--epochs", "1", "--batch-size", "32",
+    assert fm.main(["--subset", "600", "--shift-images", "500", "--epochs", "1", "--batch-size", "32",
                     "--activation", "relu", "--downsampling", "maxpool", "strided",
                     "--optimizer", "sgd", "--output-dir", str(out)]) == 0
     return out

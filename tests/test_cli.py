@@ -14,7 +14,7 @@ from conftest import ROOT, require_real_data
 
 import fashion_mnist_cnn as fm
 
-TINY = ["--subset", "400", "--epochs", "2", "--batch-size", "64",
+TINY = ["--subset", "400", "--shift-images", "500", "--epochs", "2", "--batch-size", "64",
         "--activation", "relu", "--downsampling", "maxpool", "strided", "--optimizer", "adam"]
 NAMES = ["CNN_ReLU_MaxPool_Adam", "CNN_ReLU_Strided_Adam"]
 FIGURES = ["model_comparison.png", "per_class_accuracy.png", "factor_effects.png",
@@ -125,7 +125,7 @@ def test_rerun_skips_finished_runs(tiny_run):
 
 def test_other_settings_are_refused_not_mixed(tiny_run):
     out, _ = tiny_run
-    result = run_cli(*TINY[:3], "3", *TINY[4:], "--output-dir", str(out))
+    result = run_cli(*TINY[:5], "3", *TINY[6:], "--output-dir", str(out))  # --epochs 3
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "--fresh" in result.stderr
     assert "Traceback" not in result.stderr
@@ -169,7 +169,7 @@ def test_bad_arguments_exit_2(argv, capsys):
 
 def test_same_seed_gives_same_numbers(tmp_path):
     require_real_data()
-    argv = ["--subset", "300", "--epochs", "1", "--activation", "leakyrelu", "--downsampling",
+    argv = ["--subset", "300", "--shift-images", "500", "--epochs", "1", "--activation", "leakyrelu", "--downsampling",
             "strided", "--optimizer", "sgd", "--deterministic"]
     records = []
     for out in (tmp_path / "a", tmp_path / "b"):

@@ -33,7 +33,7 @@ def test_mixed_precision_is_what_every_run_trains_with(tmp_path, capsys):
     trained in float32 while their settings said otherwise. Two runs in one process."""
     require_real_data()
     out = tmp_path / "out"
-    assert fm.main(["--subset", "200", "--epochs", "1", "--precision", "mixed_bfloat16",
+    assert fm.main(["--subset", "200", "--shift-images", "500", "--epochs", "1", "--precision", "mixed_bfloat16",
                     "--no-tta", "--activation", "relu", "--downsampling", "maxpool", "strided",
                     "--optimizer", "adam", "--output-dir", str(out)]) == 0
     assert "mixed_bfloat16, XLA off" in capsys.readouterr().out
@@ -74,7 +74,7 @@ def test_a_short_run_evaluates_with_statistics_that_fit_its_weights(tmp_path):
     make validation accuracy close to the training accuracy measured in inference mode."""
     require_real_data()
     out = tmp_path / "out"
-    argv = ["--subset", "2000", "--epochs", "2", "--batch-size", "64", "--no-tta", *ONE]
+    argv = ["--subset", "2000", "--shift-images", "500", "--epochs", "2", "--batch-size", "64", "--no-tta", *ONE]
     assert fm.main([*argv, "--output-dir", str(out)]) == 0
     record = metrics(out)
     assert record["settings"]["bn_stat_images"] == fm.BN_STAT_IMAGES
@@ -221,7 +221,7 @@ def test_killed_while_keras_writes_its_backup(tmp_path, save, how, cut, note):
     rerun crash. Now: the previous backup if it is whole, else start over, with a note."""
     require_real_data()
     out = tmp_path / "out"
-    argv = ["--subset", "300", "--epochs", "3", "--batch-size", "32", "--no-tta", *ONE,
+    argv = ["--subset", "300", "--shift-images", "500", "--epochs", "3", "--batch-size", "32", "--no-tta", *ONE,
             "--output-dir", str(out)]
     script = KILLED_WHILE_BACKING_UP.format(root=str(ROOT), save=save, how=how, cut=cut)
     killed = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
@@ -251,7 +251,7 @@ def test_killed_while_keras_writes_its_backup(tmp_path, save, how, cut, note):
 def test_metrics_say_where_the_numbers_came_from(tmp_path):
     require_real_data()
     out = tmp_path / "out"
-    assert fm.main(["--subset", "200", "--epochs", "1", "--no-tta", *ONE, "--output-dir", str(out)]) == 0
+    assert fm.main(["--subset", "200", "--shift-images", "500", "--epochs", "1", "--no-tta", *ONE, "--output-dir", str(out)]) == 0
     env = metrics(out)["environment"]
     assert env["backend"] == "tensorflow" and env["replicas"] == 1 and env["xla"] in (False, True)
     assert env["packages"]["tensorflow"] and env["packages"]["keras"].startswith("3.")

@@ -11,7 +11,7 @@ from conftest import ROOT, require_real_data
 
 import fashion_mnist_cnn as fm
 
-ARGS = ["--subset", "1500", "--epochs", "3", "--activation", "relu", "--downsampling", "maxpool",
+ARGS = ["--subset", "1500", "--shift-images", "500", "--epochs", "3", "--activation", "relu", "--downsampling", "maxpool",
         "--optimizer", "adam"]
 RUN = "runs/CNN_ReLU_MaxPool_Adam/seed0"
 
@@ -65,7 +65,7 @@ def test_diverging_run_is_recorded_failed_and_others_go_on(tmp_path, monkeypatch
     require_real_data()
     monkeypatch.setitem(fm.PEAK_LR, "adam", 1e9)  # absurd: Adam's loss becomes NaN
     out = tmp_path / "out"
-    code = fm.main(["--subset", "300", "--epochs", "2", "--activation", "relu", "--downsampling",
+    code = fm.main(["--subset", "300", "--shift-images", "500", "--epochs", "2", "--activation", "relu", "--downsampling",
                     "maxpool", "--output-dir", str(out)])
     assert code == 1
     assert "1 run(s) failed: CNN_ReLU_MaxPool_Adam" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import fashion_mnist_cnn as fm
 
 # 2 variants x 2 seeds = 4 runs, each a few seconds; --deterministic so that the same run
 # gives the same numbers in any process, whichever shard it lands in.
-GRID = ["--subset", "300", "--epochs", "1", "--batch-size", "32",
+GRID = ["--subset", "300", "--shift-images", "500", "--epochs", "1", "--batch-size", "32",
         "--no-tta", "--deterministic", "--activation", "relu", "leakyrelu",
         "--downsampling", "strided", "--optimizer", "sgd", "--seeds", "0", "1"]
 NAMES = {"CNN_ReLU_Strided_SGD", "CNN_LeakyReLU_Strided_SGD"}
@@ -169,7 +169,7 @@ def test_mirrored_on_two_cpus_is_the_same_experiment_as_one_device(tmp_path):
     within 5 points (measured: see README). Batch norm is synchronised across replicas, and
     the saved model reproduces the validation accuracy it was chosen by."""
     require_real_data()
-    common = ["--subset", "2000", "--epochs", "3", "--batch-size", "64", "--no-tta",
+    common = ["--subset", "2000", "--shift-images", "500", "--epochs", "3", "--batch-size", "64", "--no-tta",
               "--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
     log = finish(start_cli(*common, "--logical-cpus", "2", "--distribute", "mirrored",
                            "--output-dir", str(tmp_path / "mirrored")))
