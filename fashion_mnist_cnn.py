@@ -237,7 +237,11 @@ def build_model(variant, bn_momentum=BN_MOMENTUM, synchronized=False):
     3x3 stride-2 convolution) and dropout 0.25. One more downsampling of the same kind
     takes 7x7 to 4x4 so that the flattened vector is 4*4*64 = 1024 and the 512-unit dense
     layer stays near 0.5M weights (at 7x7 it would be 1.6M and break the 1M budget).
+    synchronized: batch statistics over all replicas (MirroredStrategy).
     """
+
+    def batch_norm(name):
+        return layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized, name=name)
 
     def activation(name):
         if variant.activation == "relu":
@@ -248,8 +252,7 @@ def build_model(variant, bn_momentum=BN_MOMENTUM, synchronized=False):
         if variant.downsampling == "maxpool":
             return layers.MaxPooling2D(2, padding="same", name=name)(x)
         x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized,
-                                      name=f"{name}_bn")(x)
+        x = batch_norm(f"{name}_bn")(x)
         return activation(f"{name}_act")(x)
 
     inputs = keras.Input(shape=(28, 28, 1), name="image")
@@ -259,8 +262,7 @@ def build_model(variant, bn_momentum=BN_MOMENTUM, synchronized=False):
             conv += 1
             # no bias: batch norm's beta does its job
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{conv}")(x)
-            x = layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized,
-                                          name=f"bn{conv}")(x)
+            x = batch_norm(f"bn{conv}")(x)
             x = activation(f"act{conv}")(x)
         x = downsample(x, filters, f"down{block}")  # 28 -> 14 -> 7
         x = layers.Dropout(0.25, name=f"dropout{block}")(x)

@@ -126,7 +126,7 @@ def main():
             times[key].append(timed(fn, args.reps))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     print(f"\nforward + backward, batch {BATCH}, ms (median of {args.rounds} rounds of {args.reps})")
-    print(f"| op | TensorFlow | PyTorch (channels_last) | TF / PyTorch |\n|---|---:|---:|---:|")
+    print("| op | TensorFlow | PyTorch (channels_last) | TF / PyTorch |\n|---|---:|---:|---:|")
     for name, _, _ in OPS:
         t = statistics.median(times[(name, "tf")])
         if torch:
