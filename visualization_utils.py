@@ -212,6 +212,21 @@ def plot_per_class_accuracy(per_class, class_names, path,
     return save_figure(fig, path)
 
 
+def plot_seed_points(ax, points):
+    """One row per variant, best first: each seed's value as a point, the mean as a diamond
+    with its 95% interval. points: list of (label, [value per seed], (mean, low, high))."""
+    for y, (label, values, (mean, low, high)) in enumerate(points[::-1]):
+        ax.plot(100 * np.asarray(values), np.full(len(values), y), "o", color="#1f77b4",
+                alpha=0.6, markersize=6, label="one seed" if y == 0 else None)
+        if np.isfinite(low):
+            ax.plot([100 * low, 100 * high], [y, y], color="black", linewidth=1.5)
+        ax.plot(100 * mean, y, "D", markerfacecolor="none", markeredgecolor="black",
+                markersize=10, markeredgewidth=1.5,
+                label="mean (bar: 95% interval)" if y == 0 else None)
+    ax.set_yticks(range(len(points)), [label for label, _, _ in points[::-1]])
+    ax.set_ylim(-0.7, len(points) - 0.3)
+
+
 def plot_factor_effects(effects, interaction_effects, points, path, display):
     """Left: each factor's main effect and each interaction with its 95% interval, zero
     marked. Right: every run's test accuracy as a point per seed, with the variant's mean
@@ -248,17 +263,8 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
                    fontsize=11)
     left.grid(axis="x", alpha=0.3)
 
-    for y, (label, values, (mean, low, high)) in enumerate(points[::-1]):
-        right.plot(100 * np.asarray(values), np.full(len(values), y), "o", color="#1f77b4",
-                   alpha=0.6, markersize=6, label="one seed" if y == 0 else None)
-        if np.isfinite(low):
-            right.plot([100 * low, 100 * high], [y, y], color="black", linewidth=1.5)
-        right.plot(100 * mean, y, "D", markerfacecolor="none", markeredgecolor="black",
-                   markersize=10, markeredgewidth=1.5,
-                   label="mean (bar: 95% interval)" if y == 0 else None)
-    right.set_yticks(range(len(points)), [label for label, _, _ in points[::-1]])
+    plot_seed_points(right, points)
     right.margins(x=0.08)
-    right.set_ylim(-0.7, len(points) - 0.3)
     right.set_xlabel("test accuracy (%)")
     right.set_title("Test accuracy of every variant, one point per seed", fontsize=11)
     right.grid(axis="x", alpha=0.3)
@@ -348,16 +354,7 @@ def plot_shift_robustness(curves, consistency, path, max_shift=3):
     left.set_title("Accuracy of shifted test images")
     left.grid(alpha=0.3)
     left.legend(fontsize=8)
-    for y, (label, values, (mean, low, high)) in enumerate(consistency[::-1]):
-        right.plot(100 * np.asarray(values), np.full(len(values), y), "o", color="#1f77b4",
-                   alpha=0.6, markersize=6, label="one seed" if y == 0 else None)
-        if np.isfinite(low):
-            right.plot([100 * low, 100 * high], [y, y], color="black", linewidth=1.5)
-        right.plot(100 * mean, y, "D", markerfacecolor="none", markeredgecolor="black",
-                   markersize=10, markeredgewidth=1.5,
-                   label="mean (bar: 95% interval)" if y == 0 else None)
-    right.set_yticks(range(len(consistency)), [label for label, _, _ in consistency[::-1]])
-    right.set_ylim(-0.7, len(consistency) - 0.3)
+    plot_seed_points(right, consistency)
     right.margins(x=0.1)
     right.set_xlabel("consistency (%): same class for two random shifts of an image")
     right.set_title(f"Consistency under random shifts of up to {max_shift} px (Zhang 2019)")

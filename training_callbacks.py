@@ -1,0 +1,72 @@
+"""The runner's own Keras callbacks: epoch timing, batch norm statistics recomputed before
+each validation, and pruning of superseded best-so-far checkpoints. The runner orders them
+with Keras' own (ModelCheckpoint, BackupAndRestore, CSVLogger, TensorBoard); the order is
+what makes a kill at any moment recoverable (run_store.prepare_resume).
+"""
+
+import time
+
+import keras
+import numpy as np
+from keras import layers
+
+from run_store import checkpoint_epochs, checkpoint_path
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds each epoch's wall time to the logs, and so to history.csv."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["seconds"] = time.time() - self.started
+
+
+class RecomputeBatchNormStatistics(keras.callbacks.Callback):
+    """Before each validation pass, set every batch norm layer's moving mean and variance to
+    the statistics of its input over a fixed sample of training images, computed in
+    inference mode layer by layer (each layer sees its predecessors' new statistics, and no
+    dropout) -- what the network will compute at test time.
+
+    Why: the moving averages (momentum 0.99) need thousands of steps to forget their initial
+    values, so short runs evaluated near chance level; recomputed statistics are right after
+    any number of steps ("precise BN", Wu & Johnson 2021, Rethinking "Batch" in BatchNorm).
+    """
+
+    def __init__(self, images):
+        super().__init__()
+        self.images = images
+
+    def on_train_begin(self, logs=None):
+        norms = [layer for layer in self.model.layers
+                 if isinstance(layer, layers.BatchNormalization)]
+        # per image and channel: the mean of x and of x^2 over the spatial positions
+        self.probes = [(bn, keras.Model(self.model.inputs[0], [
+            keras.ops.mean(keras.ops.cast(bn.input, "float32"), axis=(1, 2)),
+            keras.ops.mean(keras.ops.square(keras.ops.cast(bn.input, "float32")), axis=(1, 2))]))
+            for bn in norms]
+
+    def on_test_begin(self, logs=None):
+        for bn, probe in self.probes:  # in order: later probes see the new statistics
+            # called eagerly in chunks: predict() would trace a function per probe and run
+            moments = [probe(self.images[i:i + 512], training=False)
+                       for i in range(0, len(self.images), 512)]
+            mean_x, mean_x2 = (np.concatenate([np.asarray(m[k]) for m in moments]) for k in (0, 1))
+            mean = mean_x.astype(np.float64).mean(axis=0)
+            variance = np.maximum(mean_x2.astype(np.float64).mean(axis=0) - mean ** 2, 0.0)
+            bn.moving_mean.assign(mean.astype(np.float32))
+            bn.moving_variance.assign(variance.astype(np.float32))
+
+
+class KeepBestCheckpointOnly(keras.callbacks.Callback):
+    """After an epoch's history row is written, delete the superseded best-so-far checkpoints
+    (ModelCheckpoint saves only on improvement, so the newest is the best)."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        for old in checkpoint_epochs(self.run_dir)[:-1]:
+            checkpoint_path(self.run_dir, old).unlink(missing_ok=True)
