@@ -63,16 +63,15 @@ from sklearn.metrics import classification_report, confusion_matrix, log_loss  #
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import environment  # noqa: E402
-from training_callbacks import (EpochTimer, KeepBestCheckpointOnly,  # noqa: E402,F401
-                                RecomputeBatchNormStatistics)
 import model_analysis  # noqa: E402
 import report  # noqa: E402
 from run_store import (CHECKPOINT_PATTERN, RESULT_COLUMNS, DataError, LabError,  # noqa: E402,F401
-                       backup_epoch,
-                       UsageError, atomic_save_npz, atomic_write, best_logged_epoch,
+                       UsageError, atomic_save_npz, atomic_write, backup_epoch, best_logged_epoch,
                        check_same_settings, checkpoint_epochs, checkpoint_path, finished_runs,
                        merged_runs, prepare_resume, read_history, remove_leftover_temp_files,
                        settings_of, write_results_table)
+from training_callbacks import (EpochTimer, KeepBestCheckpointOnly,  # noqa: E402,F401
+                                RecomputeBatchNormStatistics)
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
