@@ -414,9 +414,7 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         test_loss=float(log_loss(y_test, probs, labels=range(10))),
         classification_report=class_report,
         confusion_matrix=confusion_matrix(y_test, y_pred, labels=range(10)).tolist())
-    analysis = model_analysis.analyse(plain_predictor(model), probs, x_test, y_test,
-                                      args.shift_images)
-    record.update(analysis=analysis, **model_analysis.summary_metrics(analysis))
+    record = add_analysis(record, model, probs, x_test, y_test, args.shift_images)
     model_path = run_dir / "model.keras"
     model.save(run_dir / ".model.tmp.keras")
     os.replace(run_dir / ".model.tmp.keras", model_path)
@@ -430,6 +428,14 @@ def plain_predictor(model):
     return lambda x: model.predict(x, batch_size=512, verbose=0)
 
 
+def add_analysis(record, model, probabilities, x_test, labels, shift_images):
+    """The run record with its calibration and shift analysis (model_analysis), nested and
+    as the flat metrics tables and statistics use."""
+    analysis = model_analysis.analyse(plain_predictor(model), probabilities, x_test, labels,
+                                      shift_images)
+    return {**record, "analysis": analysis, **model_analysis.summary_metrics(analysis)}
+
+
 def with_analysis(run, x_test):
     """A finished run with its calibration and shift analysis, computed from its saved model
     and predictions when missing or outdated (runs from before, merged folders) and cached
@@ -441,10 +447,9 @@ def with_analysis(run, x_test):
     run_dir = Path(run["run_dir"])
     saved = np.load(run_dir / "predictions.npz")
     model = keras.models.load_model(run_dir / "model.keras")
-    analysis = model_analysis.analyse(plain_predictor(model), saved["probabilities"], x_test,
-                                      saved["labels"], settings_of(run)["shift_images"])
-    record = json.loads((run_dir / "metrics.json").read_text())
-    record.update(analysis=analysis, **model_analysis.summary_metrics(analysis))
+    record = add_analysis(json.loads((run_dir / "metrics.json").read_text()), model,
+                          saved["probabilities"], x_test, saved["labels"],
+                          settings_of(run)["shift_images"])
     atomic_write(run_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
     write_hparams(run_dir, record)
     return {**run, **record}
