@@ -95,6 +95,9 @@ WEIGHT_DECAY = {"adam": 1e-4, "sgd": 5e-4}  # decoupled weight decay (AdamW-styl
 WARMUP_EPOCHS = 1        # linear warm-up before the cosine decay
 BN_MOMENTUM = 0.99       # Keras' default; only shapes training once statistics are recomputed
 BN_STAT_IMAGES = 2048    # training images whose statistics batch norm uses at validation/test
+LABEL_SMOOTHING = 0.0    # share of each target spread over all classes (Szegedy et al. 2016)
+EMA_MOMENTUM = 0.0       # weights averaged as in Polyak averaging (0: off); ~1/(1-m) steps
+TRANSLATE_PIXELS = 0     # random shifts of up to N pixels per training image (0: flips only)
 # --quick: same outputs in minutes, in a folder of their own (a smoke check, not results)
 QUICK = dict(subset=4000, epochs=3, batch_size=32, shift_images=2000,
              output_dir=Path("results-quick"))
@@ -201,15 +204,28 @@ def scale_images(images):
     return (images.astype(np.float32) / 255.0)[..., None]
 
 
-def make_dataset(x, y, batch_size, training, seed):
-    """tf.data pipeline: in memory, shuffled and flipped for training, prefetched."""
+def make_dataset(x, y, batch_size, training, seed, translate=0, one_hot=False):
+    """tf.data pipeline: in memory, shuffled and augmented for training, prefetched.
+
+    Augmentation runs per batch inside the pipeline, overlapping the training step: random
+    horizontal flips (clothes are left-right symmetric: a free extra view of every image)
+    and, with translate, random shifts of up to that many whole pixels per image, zero
+    filled. one_hot: labels as one-hot rows, which label smoothing needs.
+    """
+    if one_hot:
+        y = keras.utils.to_categorical(y, len(CLASS_NAMES)).astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    if training:  # clothes are left-right symmetric: a free extra view of every image
-        flip = keras.layers.RandomFlip("horizontal", seed=seed)
-        ds = ds.map(lambda xb, yb: (flip(xb, training=True), yb), num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        augment = [keras.layers.RandomFlip("horizontal", seed=seed)]
+        if translate:
+            augment.append(keras.layers.RandomTranslation(
+                translate / 28, translate / 28, fill_mode="constant", interpolation="nearest",
+                seed=seed))
+        augment = keras.Sequential(augment, name="augment")
+        ds = ds.map(lambda xb, yb: (augment(xb, training=True), yb), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -285,17 +301,19 @@ def trainable_params(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def make_optimizer(variant, steps_per_epoch, epochs, lr_scale=1.0):
-    """Warm-up then cosine decay to zero; Adam(W) or Nesterov SGD with momentum 0.9."""
+def make_optimizer(variant, steps_per_epoch, epochs, lr_scale=1.0, ema=EMA_MOMENTUM):
+    """Warm-up then cosine decay to zero; Adam(W) or Nesterov SGD with momentum 0.9; with
+    ema > 0, the optimizer also keeps an exponential moving average of the weights."""
     peak = PEAK_LR[variant.optimizer] * lr_scale
     warmup = min(WARMUP_EPOCHS * steps_per_epoch, max(epochs * steps_per_epoch - 1, 0))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else peak, warmup_target=peak if warmup else None,
         warmup_steps=warmup, decay_steps=max(epochs * steps_per_epoch - warmup, 1))
+    averaging = dict(use_ema=True, ema_momentum=ema) if ema else {}
     if variant.optimizer == "adam":
-        return keras.optimizers.AdamW(schedule, weight_decay=WEIGHT_DECAY["adam"])
+        return keras.optimizers.AdamW(schedule, weight_decay=WEIGHT_DECAY["adam"], **averaging)
     return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
-                                weight_decay=WEIGHT_DECAY["sgd"])
+                                weight_decay=WEIGHT_DECAY["sgd"], **averaging)
 
 
 # ----------------------------------------------------------------------------- training
@@ -304,7 +322,8 @@ def run_settings(args):
     """What makes two runs of a variant comparable; stored with every run."""
     return {k: getattr(args, k) for k in ("epochs", "batch_size", "subset", "val_fraction",
                                           "precision", "tta", "lr_scale", "replica_scaling",
-                                          "bn_momentum", "bn_stat_images", "shift_images")}
+                                          "bn_momentum", "bn_stat_images", "shift_images",
+                                          "label_smoothing", "ema", "translate")}
 
 
 def distribution_strategy(distribute, logical_cpus=None):
@@ -331,15 +350,19 @@ def start_run(seed, precision):
     keras.mixed_precision.set_dtype_policy(precision)
 
 
-def compiled_model(variant, strategy, steps_per_epoch, epochs, lr_scale, bn_momentum=BN_MOMENTUM):
+def compiled_model(variant, strategy, steps_per_epoch, epochs, lr_scale, bn_momentum=BN_MOMENTUM,
+                   label_smoothing=LABEL_SMOOTHING, ema=EMA_MOMENTUM):
     """build_model + optimizer and loss, inside the strategy's scope. Under mixed_float16
     Keras wraps the optimizer in a LossScaleOptimizer; batch norm synchronises its batch
     statistics across replicas when there are several, so every replica (and the saved
-    model) holds the same moving statistics."""
+    model) holds the same moving statistics. Label smoothing needs one-hot labels (Keras'
+    sparse loss has no smoothing): make_dataset(one_hot=True)."""
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+            if label_smoothing else "sparse_categorical_crossentropy")
     with strategy.scope():
         model = build_model(variant, bn_momentum, synchronized=strategy.num_replicas_in_sync > 1)
-        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, epochs, lr_scale),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, epochs, lr_scale, ema),
+                      loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -355,11 +378,14 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     # step), so the experiment is the same on one device or eight; --scale-with-replicas
     # multiplies batch and learning rate instead (linear scaling rule), recorded in settings.
     global_batch = args.batch_size * args.replica_scaling
-    train_ds = make_dataset(x_train, y_train, global_batch, training=True, seed=seed)
-    val_ds = make_dataset(x_val, y_val, global_batch, training=False, seed=seed)
+    one_hot = args.label_smoothing > 0
+    train_ds = make_dataset(x_train, y_train, global_batch, training=True, seed=seed,
+                            translate=args.translate, one_hot=one_hot)
+    val_ds = make_dataset(x_val, y_val, global_batch, training=False, seed=seed, one_hot=one_hot)
     steps_per_epoch = math.ceil(len(x_train) / global_batch)
     model = compiled_model(variant, args.strategy, steps_per_epoch, args.epochs,
-                           args.lr_scale * args.replica_scaling, args.bn_momentum)
+                           args.lr_scale * args.replica_scaling, args.bn_momentum,
+                           args.label_smoothing, args.ema)
     if model.dtype_policy.name != args.precision:  # the policy recorded is the one trained with
         raise RuntimeError(f"model built with {model.dtype_policy.name}, not {args.precision}")
     history_path = run_dir / "history.csv"
@@ -367,22 +393,27 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     if note:
         print(f"note: {note}", flush=True)
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
-    # Order matters for kill -9 at any moment (see prepare_resume): checkpoint, backup, then
-    # the history row -- the commit point -- and only then superseded checkpoints go.
+    # Order matters for kill -9 at any moment (see prepare_resume): backup and checkpoint,
+    # then the history row -- the commit point -- and only then superseded checkpoints go.
+    backup = keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True)
     callbacks = [
         EpochTimer(),  # first, so CSVLogger writes its "seconds" column
         keras.callbacks.TerminateOnNaN(),
+        backup,  # the training state: raw weights, the optimizer's averages in the optimizer
+        # With EMA the averaged weights are validated and checkpointed: swapped in before each
+        # validation (and batch norm's statistics then recomputed for them) and at each epoch's
+        # end after the backup, swapped back when the next epoch begins.
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if args.ema else []),
+        # before ModelCheckpoint sees the validation accuracy
+        *([RecomputeBatchNormStatistics(x_train[:args.bn_stat_images])] if args.bn_stat_images else []),
         # initial_value_threshold: a resumed run must not forget the best epoch it already saw
         keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINT_PATTERN), monitor="val_accuracy",
                                         mode="max", save_best_only=True,
                                         initial_value_threshold=best_so_far),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         keras.callbacks.CSVLogger(str(history_path), append=True),
         KeepBestCheckpointOnly(run_dir),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
     ]
-    if args.bn_stat_images:  # before ModelCheckpoint sees the validation accuracy
-        callbacks.insert(0, RecomputeBatchNormStatistics(x_train[:args.bn_stat_images]))
     if len(past) < args.epochs:  # else killed while evaluating
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
                   shuffle=False,  # the dataset shuffles itself
@@ -523,6 +554,13 @@ def parse_args(argv=None):
     p.add_argument("--bn-stat-images", type=int, default=BN_STAT_IMAGES, metavar="N",
                    help="before each validation, batch norm statistics are recomputed over N "
                         "training images (0: keep the moving averages)")
+    p.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, metavar="E",
+                   help="train towards (1-E) on the true class and E/10 on every class")
+    p.add_argument("--ema", type=float, default=EMA_MOMENTUM, metavar="M",
+                   help="validate, checkpoint and test an exponential moving average of the "
+                        "weights with momentum M per step (0: the weights themselves)")
+    p.add_argument("--translate", type=int, default=TRANSLATE_PIXELS, metavar="PX",
+                   help="shift training images by up to PX pixels at random (0: flips only)")
     p.add_argument("--shift-images", type=positive_int, default=SPLIT_SIZES["test"], metavar="N",
                    help="test images (the first N) shifted for the shift-robustness analysis; "
                         "6 passes over them cost ~20 s for all 10,000 on 2 cores")
@@ -579,6 +617,12 @@ def parse_args(argv=None):
         p.error("--bn-momentum must be between 0 and 1")
     if args.lr_scale <= 0:
         p.error("--lr-scale must be positive")
+    if not 0 <= args.label_smoothing < 1:
+        p.error("--label-smoothing must be at least 0 and below 1")
+    if not 0 <= args.ema < 1:
+        p.error("--ema must be at least 0 and below 1")
+    if not 0 <= args.translate <= 14:
+        p.error("--translate must be between 0 and 14 pixels")
     if args.output_dir.exists() and not args.output_dir.is_dir():
         p.error(f"--output-dir {args.output_dir} is a file, not a folder")
     return args

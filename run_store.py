@@ -113,9 +113,9 @@ def prepare_resume(run_dir, epochs):
     """Make a run folder consistent after an interruption at any moment; returns the history
     rows that are kept (empty: start over) and a note for the user, or None.
 
-    Each epoch ends in this order (callbacks): the best-so-far checkpoint best-epochNNN.keras,
-    the backup (weights, then training_metadata.json), the history row; then older
-    checkpoints are deleted. The history row is the commit point. The invariant restored here:
+    Each epoch ends in this order (callbacks): the backup (weights, then
+    training_metadata.json), the best-so-far checkpoint best-epochNNN.keras, the history row;
+    then older checkpoints are deleted. The history row is the commit point. The invariant restored here:
     every kept row is covered by the backup Keras will restore (its epoch equals the number of
     kept rows), and the checkpoint of the best kept row exists -- so the checkpoint the run
     finally evaluates is one of its logged epochs. Checkpoints of epochs that are not kept
@@ -196,7 +196,7 @@ def finished_runs(output_dir):
 def settings_of(run):
     """A run's settings, with those added later at the value runs from before them had."""
     settings = {"replica_scaling": 1, "bn_momentum": 0.99, "bn_stat_images": 0, "shift_images": 10000,
-                **run.get("settings", {})}
+                "label_smoothing": 0.0, "ema": 0.0, "translate": 0, **run.get("settings", {})}
     if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
         settings["replica_scaling"] = settings.pop("replicas")
     return settings

@@ -1,0 +1,143 @@
+"""Ablation of the training techniques at a fixed budget: validation accuracy per technique.
+
+Each configuration is the runner's default command plus one technique (label smoothing,
+weight averaging, small translations, a higher learning-rate peak), trained on the weakest
+variant (CNN_ReLU_MaxPool_Adam by default) for the same number of epochs and seeds. The
+table compares validation accuracy only -- the test set stays for the final figures --
+with each configuration's difference to the baseline paired by seed (same split, same
+initialisation). Test-time flip averaging needs no training: it is measured on the
+baseline's own checkpoints, with and without the mirrored views.
+
+Runs go through the runner itself (one process per run, interleaved seed by seed), so a
+killed ablation resumes where it stopped and every row is what the CLI would produce.
+
+    python benchmarks/ablation.py                         # defaults below, ~1 h on 2 cores
+    python benchmarks/ablation.py --epochs 3 --seeds 0 1 --configs baseline translate_2px
+    python benchmarks/ablation.py --table-only            # rebuild the table from finished runs
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {  # name -> runner flags added to the baseline (the runner's defaults when run)
+    "baseline": [],
+    "label_smoothing_0.1": ["--label-smoothing", "0.1"],   # Szegedy et al. 2016
+    "ema_0.998": ["--ema", "0.998"],                      # Polyak & Juditsky 1992
+    "translate_2px": ["--translate", "2"],                # shifts beside the flips
+    "lr_peak_x2": ["--lr-scale", "2"],                    # peak 4e-3 (AdamW), 0.1 (SGD)
+}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    p.add_argument("--epochs", type=int, default=6, help="the fixed budget of every run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--variant", nargs=3, default=["relu", "maxpool", "adam"],
+                   metavar=("ACTIVATION", "DOWNSAMPLING", "OPTIMIZER"))
+    p.add_argument("--base-flags", nargs=argparse.REMAINDER, default=[],
+                   help="more runner flags for every configuration (e.g. --subset 4000)")
+    p.add_argument("--output-dir", type=Path, default=ROOT / "results-ablation")
+    p.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "ablation.md")
+    p.add_argument("--table-only", action="store_true", help="no training, only the table")
+    return p.parse_args()
+
+
+def runner_command(args, config, seed):
+    activation, downsampling, optimizer = args.variant
+    return [sys.executable, str(ROOT / "fashion_mnist_cnn.py"), "--activation", activation,
+            "--downsampling", downsampling, "--optimizer", optimizer, "--epochs", str(args.epochs),
+            "--seeds", str(seed), "--shift-images", "500", "--output-dir",
+            str(args.output_dir / config), *CONFIGS[config], *args.base_flags]
+
+
+def finished(args, config, seed):
+    runs = list((args.output_dir / config / "runs").glob(f"*/seed{seed}/metrics.json"))
+    return {**json.loads(runs[0].read_text()), "run_dir": runs[0].parent} if runs else None
+
+
+def flip_tta_accuracies(args, seed, run):
+    """Validation accuracy of a finished run's checkpoint without and with flip averaging."""
+    sys.path.insert(0, str(ROOT))
+    import fashion_mnist_cnn as fm
+    import keras
+
+    settings = run["settings"]
+    data = fm.prepare_data(None, settings["subset"], settings["val_fraction"], seed)
+    x_val, y_val = data["val"]
+    model = keras.models.load_model(Path(run["run_dir"]) / "model.keras")
+    plain = fm.predict(model, x_val, 512, tta=False).argmax(axis=1)
+    flipped = fm.predict(model, x_val, 512, tta=True).argmax(axis=1)
+    return float((plain == y_val).mean()), float((flipped == y_val).mean())
+
+
+def pp(x):
+    return f"{100 * x:+.2f}"
+
+
+def table(args):
+    """Markdown: per configuration the validation accuracy per seed, mean, paired difference
+    to the baseline, and mean seconds per epoch (a side-by-side cost, not a benchmark)."""
+    seeds = args.seeds
+    lines = [f"Variant {'/'.join(args.variant)}, {args.epochs} epochs (fixed budget), seeds "
+             f"{', '.join(map(str, seeds))}; validation accuracy (%) of the best epoch; "
+             f"Δ = mean paired difference to the baseline in percentage points (per-seed "
+             f"differences in brackets).", "",
+             "| configuration | " + " | ".join(f"seed {s}" for s in seeds) +
+             " | mean | Δ vs baseline | s/epoch |",
+             "|---|" + "---:|" * (len(seeds) + 3)]
+    base = {s: finished(args, "baseline", s) for s in seeds}
+    for config in args.configs:
+        runs = {s: finished(args, config, s) for s in seeds}
+        if not all(r and r["status"] == "ok" for r in runs.values()):
+            lines.append(f"| {config} | " + " | ".join(
+                f"{100 * r['val_accuracy']:.2f}" if r and r["status"] == "ok" else "–"
+                for r in runs.values()) + " | (unfinished) | | |")
+            continue
+        accs = [runs[s]["val_accuracy"] for s in seeds]
+        seconds = statistics.mean(r["train_seconds"] / r["epochs_run"] for r in runs.values())
+        delta = ""
+        if config != "baseline" and all(base[s] and base[s]["status"] == "ok" for s in seeds):
+            diffs = [runs[s]["val_accuracy"] - base[s]["val_accuracy"] for s in seeds]
+            delta = f"{pp(statistics.mean(diffs))} ({', '.join(pp(d) for d in diffs)})"
+        lines.append(f"| {config} | " + " | ".join(f"{100 * a:.2f}" for a in accs) +
+                     f" | {100 * statistics.mean(accs):.2f} | {delta} | {seconds:.0f} |")
+    if all(base[s] and base[s]["status"] == "ok" for s in seeds):
+        plain, flipped = zip(*(flip_tta_accuracies(args, s, base[s]) for s in seeds))
+        diffs = [f - p for p, f in zip(plain, flipped)]
+        lines.append(f"| baseline checkpoints + flip TTA at evaluation | " +
+                     " | ".join(f"{100 * a:.2f}" for a in flipped) +
+                     f" | {100 * statistics.mean(flipped):.2f} | "
+                     f"{pp(statistics.mean(diffs))} ({', '.join(pp(d) for d in diffs)}) vs the "
+                     f"same checkpoints without | – |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    args = parse_args()
+    if not args.table_only:
+        for seed in args.seeds:  # seed-major: every configuration sees the same minutes' mix
+            for config in args.configs:
+                if finished(args, config, seed):
+                    continue
+                command = runner_command(args, config, seed)
+                print("$", " ".join(command[1:]), flush=True)
+                result = subprocess.run(command)
+                if result.returncode != 0:
+                    sys.exit(f"error: {config} seed {seed} exited {result.returncode}")
+    text = table(args)
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.table.with_suffix(".tmp")
+    temporary.write_text(text)
+    temporary.replace(args.table)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
