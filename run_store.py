@@ -196,7 +196,8 @@ def finished_runs(output_dir):
 def settings_of(run):
     """A run's settings, with those added later at the value runs from before them had."""
     settings = {"replica_scaling": 1, "bn_momentum": 0.99, "bn_stat_images": 0, "shift_images": 10000,
-                "label_smoothing": 0.0, "ema": 0.0, "translate": 0, **run.get("settings", {})}
+                "label_smoothing": 0.0, "ema": 0.0, "translate": 0, "adamw_weight_decay": 1e-4,
+                **run.get("settings", {})}
     if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
         settings["replica_scaling"] = settings.pop("replicas")
     return settings

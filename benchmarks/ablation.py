@@ -30,6 +30,10 @@ CONFIGS = {  # name -> runner flags added to the baseline (the runner's defaults
     "ema_0.998": ["--ema", "0.998"],                      # Polyak & Juditsky 1992
     "translate_2px": ["--translate", "2"],                # shifts beside the flips
     "lr_peak_x2": ["--lr-scale", "2"],                    # peak 4e-3 (AdamW), 0.1 (SGD)
+    # AdamW's decay at the value of common recipes (DeiT, ConvNeXt: 0.05) instead of 1e-4;
+    # Loshchilov & Hutter 2019; with batch norm it keeps the effective learning rate up
+    # (van Laarhoven 2017)
+    "adamw_wd_0.05": ["--adamw-weight-decay", "0.05"],
 }
 
 

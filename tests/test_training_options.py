@@ -1,5 +1,5 @@
 """The training techniques of the ablation (benchmarks/ablation.py): small translations,
-label smoothing and weight averaging (EMA) do what they say, are recorded with each run,
+label smoothing, weight averaging (EMA) and AdamW's weight decay do what they say, are recorded with each run,
 and keep the runner's promises -- the saved model is the one validated, kills resume."""
 
 import json
@@ -17,7 +17,8 @@ import fashion_mnist_cnn as fm
 
 ONE = ["--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
 RUN = "runs/CNN_ReLU_MaxPool_Adam/seed0"
-TECHNIQUES = ["--label-smoothing", "0.1", "--ema", "0.9", "--translate", "2"]
+TECHNIQUES = ["--label-smoothing", "0.1", "--ema", "0.9", "--translate", "2",
+              "--adamw-weight-decay", "0.05"]
 
 
 def shifted(image, dy, dx):
@@ -51,12 +52,13 @@ def test_label_smoothing_trains_on_one_hot_targets():
     np.testing.assert_array_equal(targets.argmax(axis=1), labels)
     fm.start_run(0, "float32")
     model = fm.compiled_model(fm.Variant("relu", "maxpool", "adam"), fm.tf.distribute.get_strategy(),
-                              10, 2, 1.0, label_smoothing=0.1, ema=0.99)
+                              10, 2, 1.0, label_smoothing=0.1, ema=0.99, adamw_weight_decay=0.05)
     assert model.loss.label_smoothing == pytest.approx(0.1)
     # a confident, correct prediction still costs something: the target is not one-hot
     confident = np.eye(10, dtype=np.float32)[labels] * 0.999 + 0.0001
     assert float(model.loss(targets, confident)) > 0.2
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.99)
+    assert model.optimizer.weight_decay == pytest.approx(0.05)
 
 
 def test_a_run_with_the_techniques_saves_the_model_it_validated(tmp_path, capsys):
@@ -68,8 +70,9 @@ def test_a_run_with_the_techniques_saves_the_model_it_validated(tmp_path, capsys
             "--no-tta", *ONE, *TECHNIQUES, "--output-dir", str(out)]
     assert fm.main(argv) == 0
     record = json.loads((out / RUN / "metrics.json").read_text())
-    assert {k: record["settings"][k] for k in ("label_smoothing", "ema", "translate")} == \
-        {"label_smoothing": 0.1, "ema": 0.9, "translate": 2}
+    assert {k: record["settings"][k] for k in ("label_smoothing", "ema", "translate",
+                                               "adamw_weight_decay")} == \
+        {"label_smoothing": 0.1, "ema": 0.9, "translate": 2, "adamw_weight_decay": 0.05}
     model = keras.models.load_model(out / RUN / "model.keras")
     assert model.optimizer.use_ema
     x_val, y_val = fm.prepare_data(None, 1000, 0.1, seed=0)["val"]
