@@ -200,6 +200,8 @@ def settings_of(run):
                 **run.get("settings", {})}
     if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
         settings["replica_scaling"] = settings.pop("replicas")
+    for optimizer, peak in (("adam", 2e-3), ("sgd", 0.05)):  # the peaks before they were recorded
+        settings.setdefault(f"{optimizer}_peak_lr", peak * settings.get("lr_scale", 1.0))
     return settings
 
 

@@ -111,3 +111,18 @@ def test_a_killed_ema_run_resumes_and_evaluates_a_logged_epoch(tmp_path):
     x_val, y_val = fm.prepare_data(None, 1000, 0.1, seed=0)["val"]
     accuracy = float((model.predict(x_val, verbose=0).argmax(axis=1) == y_val).mean())
     assert accuracy == pytest.approx(history[record["best_epoch"] - 1]["val_accuracy"], abs=1e-6)
+
+
+def test_runs_from_before_the_recorded_peaks_are_told_apart():
+    """AdamW's default peak went from 2e-3 to 4e-3: a run made before the peaks were recorded
+    reads as 2e-3 x its --lr-scale, and is refused beside a run with today's default."""
+    old = {"settings": {"epochs": 12, "lr_scale": 2.0}}
+    assert fm.settings_of(old)["adam_peak_lr"] == pytest.approx(4e-3)
+    assert fm.settings_of(old)["sgd_peak_lr"] == pytest.approx(0.1)
+    args = fm.parse_args([])
+    args.replica_scaling = 1
+    now = fm.run_settings(args)
+    assert now["adam_peak_lr"] == fm.PEAK_LR["adam"] and now["sgd_peak_lr"] == fm.PEAK_LR["sgd"]
+    recorded = {k: v for k, v in now.items() if k not in ("adam_peak_lr", "sgd_peak_lr")}
+    with pytest.raises(fm.UsageError, match=r"--adam-peak-lr 0.002 \(now 0.004\)"):
+        fm.check_same_settings(recorded, now, "old run")
