@@ -72,7 +72,7 @@ def finished(args, config, seed):
 
 def flip_tta_accuracies(args, seed, run):
     """Validation accuracy of a finished run's checkpoint without and with flip averaging."""
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT))  # imported here: the orchestrator itself needs no TensorFlow
     import fashion_mnist_cnn as fm
     import keras
 

@@ -25,11 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fashion_mnist_cnn as fm  # noqa: E402
 from fashion_mnist_cnn import tf  # noqa: E402
 
-CATEGORIES = [  # (category, pattern on the layer name or op path), first match wins
-    ("convolution", r"^conv\d|^down\d$"),          # strided downsampling convs are convs too
-    ("batch norm", r"_?bn\d*$|^down\d_bn$|^bn\d"),
+LAYER_KINDS = [  # (category, pattern on the layer's name), first match wins; convolutions
+    ("batch norm", r"bn"),  # and pooling are told by their op types (strided "down" convs)
     ("activation", r"act"),
-    ("max pooling", r"^down\d$"),
     ("dropout", r"dropout"),
     ("dense + softmax", r"^dense$|^softmax$"),
 ]
@@ -50,10 +48,10 @@ def category(path, op_type, model_name):
         elif "Conv2D" in op_type:
             name = "convolution"
         else:
-            name = next((c for c, pattern in CATEGORIES if re.search(pattern, layer)), "other layer ops")
+            name = next((c for c, pattern in LAYER_KINDS if re.search(pattern, layer)), "other layer ops")
         return name + (" (backward)" if backward else " (forward)")
     head = parts[0] if parts else path
-    if re.match(r"(adam_w|adamw|sgd|optimizer)", head, re.I) or "Assign" in op_type and "Variable" in op_type:
+    if re.match(r"(adam_w|adamw|sgd|optimizer)", head, re.I) or ("Assign" in op_type and "Variable" in op_type):
         return "optimizer update"
     if re.search(r"loss|cross|categorical", path, re.I):
         return "loss"
