@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, require_real_data
+from conftest import ROOT, inference_accuracy, require_real_data
 
 import environment
 import fashion_mnist_cnn as fm
@@ -63,10 +63,6 @@ def test_mixed_float16_gets_a_loss_scale_optimizer():
 
 
 # ----------------------------------------------------------------------------- 6. short runs
-
-def inference_accuracy(model, x, y):
-    return float((model.predict(x, batch_size=256, verbose=0).argmax(axis=1) == y).mean())
-
 
 def test_a_short_run_evaluates_with_statistics_that_fit_its_weights(tmp_path):
     """56 steps at momentum 0.99 left batch norm's moving statistics near their initial values:

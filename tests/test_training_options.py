@@ -11,7 +11,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, require_real_data
+from conftest import ROOT, inference_accuracy, require_real_data
 
 import fashion_mnist_cnn as fm
 
@@ -75,8 +75,7 @@ def test_a_run_with_the_techniques_saves_the_model_it_validated(tmp_path, capsys
         {"label_smoothing": 0.1, "ema": 0.9, "translate": 2, "adamw_weight_decay": 0.05}
     model = keras.models.load_model(out / RUN / "model.keras")
     assert model.optimizer.use_ema
-    x_val, y_val = fm.prepare_data(None, 1000, 0.1, seed=0)["val"]
-    accuracy = float((model.predict(x_val, verbose=0).argmax(axis=1) == y_val).mean())
+    accuracy = inference_accuracy(model, *fm.prepare_data(None, 1000, 0.1, seed=0)["val"])
     assert accuracy == pytest.approx(record["val_accuracy"], abs=1e-6)
     # another technique setting is another experiment: refused, nothing retrained
     capsys.readouterr()
@@ -108,8 +107,7 @@ def test_a_killed_ema_run_resumes_and_evaluates_a_logged_epoch(tmp_path):
     assert "Epoch 1/4" not in rerun.stdout  # resumed, not restarted
     record = json.loads((out / RUN / "metrics.json").read_text())
     model = keras.models.load_model(out / RUN / "model.keras")
-    x_val, y_val = fm.prepare_data(None, 1000, 0.1, seed=0)["val"]
-    accuracy = float((model.predict(x_val, verbose=0).argmax(axis=1) == y_val).mean())
+    accuracy = inference_accuracy(model, *fm.prepare_data(None, 1000, 0.1, seed=0)["val"])
     assert accuracy == pytest.approx(history[record["best_epoch"] - 1]["val_accuracy"], abs=1e-6)
 
 
