@@ -431,6 +431,7 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
                   shuffle=False,  # the dataset shuffles itself
                   verbose=1 if sys.stdout.isatty() else 2)  # one line per epoch in log files
+    evaluation_started = time.time()
     history = read_history(history_path)
     train_seconds = sum(r.get("seconds", 0.0) for r in history)  # survives resumes
     record = {"name": variant.name, **dataclasses.asdict(variant), "seed": seed,
@@ -459,6 +460,8 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         classification_report=class_report,
         confusion_matrix=confusion_matrix(y_test, y_pred, labels=range(10)).tolist())
     record = add_analysis(record, model, probs, x_test, y_test, args.shift_images)
+    # with train_seconds, a run's wall time even when its grid spans several sessions
+    record["evaluation_seconds"] = round(time.time() - evaluation_started, 1)
     model_path = run_dir / "model.keras"
     model.save(run_dir / ".model.tmp.keras")
     os.replace(run_dir / ".model.tmp.keras", model_path)

@@ -73,6 +73,7 @@ def test_a_run_with_the_techniques_saves_the_model_it_validated(tmp_path, capsys
     assert {k: record["settings"][k] for k in ("label_smoothing", "ema", "translate",
                                                "adamw_weight_decay")} == \
         {"label_smoothing": 0.1, "ema": 0.9, "translate": 2, "adamw_weight_decay": 0.05}
+    assert record["evaluation_seconds"] > 0  # recorded beside train_seconds
     model = keras.models.load_model(out / RUN / "model.keras")
     assert model.optimizer.use_ema
     accuracy = inference_accuracy(model, *fm.prepare_data(None, 1000, 0.1, seed=0)["val"])
