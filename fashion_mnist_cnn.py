@@ -395,10 +395,11 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
                             translate=args.translate, one_hot=one_hot)
     val_ds = make_dataset(x_val, y_val, global_batch, training=False, seed=seed, one_hot=one_hot)
     steps_per_epoch = math.ceil(len(x_train) / global_batch)
+    # the peak recorded in settings (--lr-scale applied) is the one trained with
     model = compiled_model(variant, args.strategy, steps_per_epoch, args.epochs,
-                           args.lr_scale * args.replica_scaling, args.bn_momentum,
+                           args.replica_scaling, args.bn_momentum,
                            args.label_smoothing, args.ema, args.adamw_weight_decay,
-                           peak_lr=getattr(args, f"{variant.optimizer}_peak_lr"))
+                           peak_lr=settings[f"{variant.optimizer}_peak_lr"])
     if model.dtype_policy.name != args.precision:  # the policy recorded is the one trained with
         raise RuntimeError(f"model built with {model.dtype_policy.name}, not {args.precision}")
     history_path = run_dir / "history.csv"
@@ -408,11 +409,11 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
     # Order matters for kill -9 at any moment (see prepare_resume): backup and checkpoint,
     # then the history row -- the commit point -- and only then superseded checkpoints go.
-    backup = keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True)
     callbacks = [
         EpochTimer(),  # first, so CSVLogger writes its "seconds" column
         keras.callbacks.TerminateOnNaN(),
-        backup,  # the training state: raw weights, the optimizer's averages in the optimizer
+        # the training state (with EMA: the raw weights, the averages inside the optimizer)
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         # With EMA the averaged weights are validated and checkpointed: swapped in before each
         # validation (and batch norm's statistics then recomputed for them) and at each epoch's
         # end after the backup, swapped back when the next epoch begins.
