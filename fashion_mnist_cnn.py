@@ -461,6 +461,7 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         classification_report=class_report,
         confusion_matrix=confusion_matrix(y_test, y_pred, labels=range(10)).tolist())
     record = add_analysis(record, model, probs, x_test, y_test, args.shift_images)
+    report.save_figure_data(run_dir, model, x_test, probs, y_test)  # the report needs no model
     # with train_seconds, a run's wall time even when its grid spans several sessions
     record["evaluation_seconds"] = round(time.time() - evaluation_started, 1)
     model_path = run_dir / "model.keras"
@@ -485,14 +486,18 @@ def add_analysis(record, model, probabilities, x_test, labels, shift_images):
 
 
 def with_analysis(run, x_test):
-    """A finished run with its calibration and shift analysis, computed from its saved model
-    and predictions when missing or outdated (runs from before, merged folders) and cached
-    in its metrics.json, so a --report-only rebuild computes each only once."""
-    done = run.get("analysis", {})
-    if run["status"] != "ok" or (done.get("version") == model_analysis.ANALYSIS_VERSION and
-                                 done.get("shift_images") == settings_of(run)["shift_images"]):
-        return run
+    """A finished run with its calibration and shift analysis and its figure data, computed
+    from its saved model and predictions when missing or outdated (runs from before, merged
+    folders) and cached in its folder, so a --report-only rebuild computes each only once.
+    Runs kept without their model (a committed grid) are taken as they were recorded."""
     run_dir = Path(run["run_dir"])
+    if run["status"] != "ok" or not (run_dir / "model.keras").exists():
+        return run
+    report.load_figure_data(run_dir, x_test, keras.models.load_model)  # computes it if missing
+    done = run.get("analysis", {})
+    if (done.get("version") == model_analysis.ANALYSIS_VERSION and
+            done.get("shift_images") == settings_of(run)["shift_images"]):
+        return run
     saved = np.load(run_dir / "predictions.npz")
     model = keras.models.load_model(run_dir / "model.keras")
     record = add_analysis(json.loads((run_dir / "metrics.json").read_text()), model,

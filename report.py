@@ -1,9 +1,10 @@
 """The one-page report: tables, statistics and figures of the finished runs, as report.html
 (self-contained) and summary.md.
 
-write_report reads what the runner saved (metrics.json, histories, predictions, models),
-computes what the figures need and calls visualization_utils to draw them; it never trains,
-so `--report-only` rebuilds everything from saved runs.
+write_report reads what the runner saved (metrics.json, histories, and the best run's
+figures.npz: what its model-dependent figures draw), computes the statistics and calls
+visualization_utils to draw them; it never trains, so `--report-only` rebuilds everything from
+saved runs -- also without their saved models, which stay out of git.
 """
 
 import base64
@@ -14,7 +15,7 @@ import numpy as np
 
 import factor_analysis as fa
 import model_analysis
-from run_store import atomic_write
+from run_store import LabError, atomic_save_npz, atomic_write
 from visualization_utils import (SAMPLE_INDEX, plot_activation_maps, plot_calibration,
                                  plot_confusion_matrix, plot_factor_effects, plot_filters,
                                  plot_gradcam, plot_misclassified, plot_per_class_accuracy,
@@ -44,6 +45,57 @@ def feature_maps_of(model, image, layer_names):
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
     outputs = probe.predict(np.asarray(image)[None], verbose=0)
     return [(n, o[0]) for n, o in zip(layer_names, outputs)]
+
+
+FIGURE_DATA = "figures.npz"  # per run: what the best run's model-dependent figures draw
+MAP_LAYERS = ("act1", "act2", "act3", "act4")
+GRADCAM_LAYER = "act4"
+GRADCAM_CLASSES = (0, 1, 2, 6, 7, 8)  # one correct example each: T-shirt, Trouser, Pullover, Shirt, Sneaker, Bag
+N_MISTAKES = 18
+
+
+def figure_data(model, x_test, probabilities, labels):
+    """Everything the filters, activation-map, misclassified and Grad-CAM figures draw from
+    one run's model and (TTA) test predictions. Small (~0.1 MB compressed), so every run keeps
+    its own and a report of runs from other sessions or machines needs no saved model."""
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities[np.arange(len(predicted)), predicted]
+    wrong = np.flatnonzero(predicted != labels)
+    mistakes = wrong[np.argsort(confidence[wrong])[::-1][:N_MISTAKES]]  # most confident first
+    right = predicted == labels
+    correct = [np.flatnonzero(right & (labels == c))[0] for c in GRADCAM_CLASSES
+               if np.any(right & (labels == c))]
+    explained = np.array(correct + list(mistakes[:6]), dtype=np.int64)
+    maps = feature_maps_of(model, x_test[SAMPLE_INDEX], MAP_LAYERS)
+    return {"kernels": model.get_layer("conv1").get_weights()[0],
+            **{f"map_{name}": m.astype(np.float16) for name, m in maps},
+            "sample_label": np.int64(labels[SAMPLE_INDEX]),
+            **{f"{group}_{key}": values for group, index in (("mistakes", mistakes),
+                                                              ("gradcam", explained))
+               for key, values in (("index", index), ("label", labels[index]),
+                                   ("predicted", predicted[index]),
+                                   ("confidence", confidence[index].astype(np.float32)))},
+            "gradcam_heatmaps": model_analysis.gradcam(model, x_test[explained], GRADCAM_LAYER,
+                                                       predicted[explained]).astype(np.float32)}
+
+
+def save_figure_data(run_dir, model, x_test, probabilities, labels):
+    atomic_save_npz(Path(run_dir) / FIGURE_DATA, **figure_data(model, x_test, probabilities, labels))
+
+
+def load_figure_data(run_dir, x_test, load_model):
+    """A run's figures.npz; runs from before it existed get it from their saved model and
+    predictions, once."""
+    run_dir = Path(run_dir)
+    if not (run_dir / FIGURE_DATA).exists():
+        if not (run_dir / "model.keras").exists():
+            raise LabError(f"{run_dir}: neither {FIGURE_DATA} nor model.keras is there to draw "
+                           "the best run's figures from")
+        saved = np.load(run_dir / "predictions.npz")
+        save_figure_data(run_dir, load_model(run_dir / "model.keras"), x_test,
+                         saved["probabilities"], saved["labels"])
+    with np.load(run_dir / FIGURE_DATA) as saved:
+        return dict(saved)
 
 
 def results_rows(runs):
@@ -203,8 +255,6 @@ BEYOND_INTRO = ("Accuracy differences between the variants are tenths of a point
                 "choices may also change how far the confidence can be trusted (Guo et al. 2017) "
                 "and whether a one-pixel shift changes the answer (Zhang 2019: max pooling and "
                 "strided convolutions alias). Effects are paired over seeds like accuracy's.")
-GRADCAM_LAYER = "act4"
-GRADCAM_CLASSES = (0, 1, 2, 6, 7, 8)  # one correct example each: T-shirt, Trouser, Pullover, Shirt, Sneaker, Bag
 BEYOND_METRICS = ("ece", "nll", "shift_consistency", "shift_accuracy_1px", "shift_accuracy_2px",
                   "shift_accuracy_3px", "test_accuracy")
 
@@ -284,13 +334,8 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
     if not ok:
         return []
     best = ok[0]
-    best_dir = Path(best["run_dir"])
-    model = load_model(best_dir / "model.keras")
-    saved = np.load(best_dir / "predictions.npz")
-    probabilities, labels = saved["probabilities"], saved["labels"]
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    worst = wrong[np.argsort(probabilities[wrong, predicted[wrong]])[::-1][:18]]
+    drawn = load_figure_data(best["run_dir"], x_test, load_model)
+    mistakes, explained = drawn["mistakes_index"], drawn["gradcam_index"]
     tag = best["name"]
     best_title = f"{best['name']} (seed {best['seed']}; best on validation)"
     n_seeds = len({r["seed"] for r in ok})
@@ -317,19 +362,17 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
                                output_dir / f"{tag}_confusion_matrix.png", best_title),
          f"Test-set confusion matrix of {best['name']} (seed {best['seed']}): rows are true "
          "classes, columns predictions, each cell with its count and share of the row."),
-        (plot_filters(model.get_layer("conv1").get_weights()[0],
-                      output_dir / f"{tag}_filters.png", best_title),
+        (plot_filters(drawn["kernels"], output_dir / f"{tag}_filters.png", best_title),
          "The 32 learned 3x3 kernels of the first convolution on one shared colour scale "
          "(red positive, blue negative weights)."),
         (plot_activation_maps(x_test[SAMPLE_INDEX],
-                              feature_maps_of(model, x_test[SAMPLE_INDEX],
-                                              ["act1", "act2", "act3", "act4"]),
+                              [(name, drawn[f"map_{name}"].astype(np.float32)) for name in MAP_LAYERS],
                               output_dir / f"{tag}_activation_maps.png", best_title),
          f"What each conv layer of {best['name']} responds to in test image "
-         f"{SAMPLE_INDEX} ({class_names[labels[SAMPLE_INDEX]]}), layer by layer; later layers "
+         f"{SAMPLE_INDEX} ({class_names[drawn['sample_label']]}), layer by layer; later layers "
          "work at half and quarter resolution."),
-        (plot_misclassified(x_test[worst], labels[worst], predicted[worst],
-                            probabilities[worst, predicted[worst]], class_names,
+        (plot_misclassified(x_test[mistakes], drawn["mistakes_label"], drawn["mistakes_predicted"],
+                            drawn["mistakes_confidence"], class_names,
                             output_dir / f"{tag}_misclassified.png", best_title),
          "The test images the best model gets wrong with the highest confidence, with the "
          "true class, the predicted class and the model's confidence."),
@@ -340,13 +383,9 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
                                    if n_seeds > 1 else [])),
          f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
     ]
-    correct = [np.flatnonzero((predicted == labels) & (labels == c))[0] for c in GRADCAM_CLASSES
-               if np.any((predicted == labels) & (labels == c))]
-    shown = np.array(correct + list(worst[:6]))
-    heatmaps = model_analysis.gradcam(model, x_test[shown], GRADCAM_LAYER, predicted[shown])
     figures.insert(5, (
-        plot_gradcam(x_test[shown], heatmaps, labels[shown], predicted[shown],
-                     probabilities[shown, predicted[shown]], class_names,
+        plot_gradcam(x_test[explained], drawn["gradcam_heatmaps"], drawn["gradcam_label"],
+                     drawn["gradcam_predicted"], drawn["gradcam_confidence"], class_names,
                      output_dir / f"{tag}_gradcam.png",
                      f"{best_title}\nGrad-CAM for the predicted class at {GRADCAM_LAYER} (the last "
                      f"of the four 3x3 conv layers, after batch norm and activation, 14x14)"),

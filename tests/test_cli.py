@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -143,6 +144,42 @@ def test_report_only_redraws_without_training(tiny_run, monkeypatch):
     assert fm.main(["--report-only", "--output-dir", str(out)]) == 0
     for path in figure_paths(out) + [out / "report.html"]:
         assert path.is_file(), path
+
+
+def test_every_run_keeps_the_data_of_its_model_figures(tiny_run):
+    out, _ = tiny_run
+    for name in NAMES:
+        run_dir = out / "runs" / name / "seed0"
+        drawn = np.load(run_dir / "figures.npz")
+        model = keras.models.load_model(run_dir / "model.keras")
+        np.testing.assert_array_equal(drawn["kernels"], model.get_layer("conv1").get_weights()[0])
+        saved = np.load(run_dir / "predictions.npz")
+        predicted = saved["probabilities"].argmax(axis=1)
+        mistakes = drawn["mistakes_index"]
+        assert len(mistakes) > 0 and np.all(predicted[mistakes] != saved["labels"][mistakes])
+        np.testing.assert_array_equal(drawn["mistakes_predicted"], predicted[mistakes])
+        assert np.all(np.diff(drawn["mistakes_confidence"]) <= 0)  # most confident first
+        assert drawn["gradcam_heatmaps"].shape[0] == len(drawn["gradcam_index"])
+        assert drawn["map_act1"].shape == (28, 28, 32)
+
+
+def test_report_of_runs_kept_without_models(tiny_run, tmp_path, monkeypatch):
+    """A grid committed without its models, predictions and backups (docs/runs) still
+    gives every figure and table."""
+    out, _ = tiny_run
+    kept = tmp_path / "kept"
+    shutil.copytree(out / "runs", kept / "runs", ignore=shutil.ignore_patterns(
+        "*.keras", "predictions.npz", "backup", "tensorboard"))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the report loaded a model")
+
+    monkeypatch.setattr(keras.models, "load_model", no_model)
+    assert fm.main(["--report-only", "--output-dir", str(kept)]) == 0
+    for path in figure_paths(kept) + [kept / "report.html", kept / "summary.md"]:
+        assert path.is_file(), path
+    (kept / "runs" / best_name(kept) / "seed0" / "figures.npz").unlink()
+    assert fm.main(["--report-only", "--output-dir", str(kept)]) == 2  # a clear error, no traceback
 
 
 def test_report_only_without_runs_is_a_clear_error(tmp_path, capsys):
