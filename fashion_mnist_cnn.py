@@ -68,6 +68,7 @@ import report  # noqa: E402
 from run_store import (CHECKPOINT_PATTERN, RESULT_COLUMNS, DataError, LabError,  # noqa: E402,F401
                        UsageError, atomic_save_npz, atomic_write, backup_epoch, best_logged_epoch,
                        check_same_settings, checkpoint_epochs, checkpoint_path, finished_runs,
+                       format_seconds,
                        merged_runs, prepare_resume, read_history, remove_leftover_temp_files,
                        settings_of, write_results_table)
 from training_callbacks import (EpochTimer, KeepBestCheckpointOnly,  # noqa: E402,F401
@@ -693,11 +694,6 @@ def describe_environment(args, model=None):
     else:  # Keras' rule for jit_compile="auto" on TensorFlow
         jit = bool(GPUS) and args.strategy.num_replicas_in_sync == 1 and not args.deterministic
     return environment.describe(tf, keras, args.strategy, args.precision, jit)
-
-
-def format_seconds(seconds):
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
 def print_table(rows):

@@ -15,7 +15,7 @@ import numpy as np
 
 import factor_analysis as fa
 import model_analysis
-from run_store import LabError, atomic_save_npz, atomic_write
+from run_store import LabError, atomic_save_npz, atomic_write, format_seconds
 from visualization_utils import (SAMPLE_INDEX, plot_activation_maps, plot_calibration,
                                  plot_confusion_matrix, plot_factor_effects, plot_filters,
                                  plot_gradcam, plot_misclassified, plot_per_class_accuracy,
@@ -142,6 +142,22 @@ def smoke_check_warning(settings):
                 f"images for {settings.get('epochs')} epoch(s). Differences between variants "
                 "here are noise; run without --quick/--subset for comparisons.")
     return None
+
+
+def compute_sentence(runs):
+    """What the grid cost: training and evaluation time summed over its runs. Each run records
+    both, so the sum is the grid's wall time run one after another, also when it was resumed
+    across sessions or split between machines (the devices are named)."""
+    train = sum(r.get("train_seconds", 0.0) for r in runs)
+    timed = [r["evaluation_seconds"] for r in runs if "evaluation_seconds" in r]
+    devices = sorted({r["environment"]["device"] for r in runs if r.get("environment")})
+    text = (f"Compute: {len(runs)} runs, {format_seconds(train)} of training + "
+            f"{format_seconds(sum(timed))} of evaluation = {format_seconds(train + sum(timed))} "
+            f"one after another")
+    untimed = sum(r["status"] == "ok" and "evaluation_seconds" not in r for r in runs)
+    if untimed:  # runs from before the field existed
+        text += f" (evaluation time not recorded for {untimed} run(s))"
+    return text + (f", on {'; '.join(devices)}." if devices else ".")
 
 
 def settings_rows(run):
@@ -411,7 +427,7 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
     if warning:
         summary += [f"> **{warning}**\n"]
     summary += [f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
-                f"{100 * best['test_accuracy']:.2f}%.\n",
+                f"{100 * best['test_accuracy']:.2f}%.\n", compute_sentence(runs) + "\n",
                 "## Settings\n", markdown_table(*settings), ""]
     if effect_lines:
         summary += ["## What the data support\n", *[f"- {line}" for line in effect_lines], ""]
@@ -435,6 +451,7 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
             *([f"<p class='warning'><b>{html.escape(warning)}</b></p>"] if warning else []),
             f"<p>Best on validation: <b>{html.escape(best['name'])}</b> (seed {best['seed']}), "
             f"test accuracy {100 * best['test_accuracy']:.2f}%.</p>",
+            f"<p>{html.escape(compute_sentence(runs))}</p>",
             "<h2>Settings</h2>", html_table(*settings)]
     if effect_lines:
         page += ["<h2>What the data support</h2><ul>",

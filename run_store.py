@@ -178,6 +178,11 @@ def format_csv_value(value):
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
 
 
+def format_seconds(seconds):
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
 def run_order(run):
     """Tables list finished runs best validation accuracy first, failed runs last."""
     return (run["status"] != "ok", -(run.get("val_accuracy") or 0), run["name"], run["seed"])

@@ -182,6 +182,15 @@ def test_report_of_runs_kept_without_models(tiny_run, tmp_path, monkeypatch):
     assert fm.main(["--report-only", "--output-dir", str(kept)]) == 2  # a clear error, no traceback
 
 
+def test_summary_states_what_the_grid_cost(tiny_run):
+    out, _ = tiny_run
+    runs = [json.loads(p.read_text()) for p in out.glob("runs/*/seed0/metrics.json")]
+    total = sum(r["train_seconds"] + r["evaluation_seconds"] for r in runs)
+    line = next(x for x in (out / "summary.md").read_text().splitlines() if x.startswith("Compute:"))
+    assert line.startswith("Compute: 2 runs,") and f"= {fm.format_seconds(total)} one after" in line
+    assert runs[0]["environment"]["device"] in line
+
+
 def test_report_only_without_runs_is_a_clear_error(tmp_path, capsys):
     assert fm.main(["--report-only", "--output-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
