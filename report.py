@@ -151,7 +151,7 @@ def compute_sentence(runs):
     train = sum(r.get("train_seconds", 0.0) for r in runs)
     timed = [r["evaluation_seconds"] for r in runs if "evaluation_seconds" in r]
     devices = sorted({r["environment"]["device"] for r in runs if r.get("environment")})
-    text = (f"Compute: {len(runs)} runs, {format_seconds(train)} of training + "
+    text = (f"Compute: {len(runs)} run{'s' * (len(runs) != 1)}, {format_seconds(train)} of training + "
             f"{format_seconds(sum(timed))} of evaluation = {format_seconds(train + sum(timed))} "
             f"one after another")
     untimed = sum(r["status"] == "ok" and "evaluation_seconds" not in r for r in runs)
