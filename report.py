@@ -56,7 +56,7 @@ N_MISTAKES = 18
 
 def figure_data(model, x_test, probabilities, labels):
     """Everything the filters, activation-map, misclassified and Grad-CAM figures draw from
-    one run's model and (TTA) test predictions. Small (~0.1 MB compressed), so every run keeps
+    one run's model and (TTA) test predictions. Small (~50 KB compressed), so every run keeps
     its own and a report of runs from other sessions or machines needs no saved model."""
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities[np.arange(len(predicted)), predicted]
@@ -66,17 +66,17 @@ def figure_data(model, x_test, probabilities, labels):
     correct = [np.flatnonzero(right & (labels == c))[0] for c in GRADCAM_CLASSES
                if np.any(right & (labels == c))]
     explained = np.array(correct + list(mistakes[:6]), dtype=np.int64)
-    maps = feature_maps_of(model, x_test[SAMPLE_INDEX], MAP_LAYERS)
-    return {"kernels": model.get_layer("conv1").get_weights()[0],
-            **{f"map_{name}": m.astype(np.float16) for name, m in maps},
+    data = {"kernels": model.get_layer("conv1").get_weights()[0],
             "sample_label": np.int64(labels[SAMPLE_INDEX]),
-            **{f"{group}_{key}": values for group, index in (("mistakes", mistakes),
-                                                              ("gradcam", explained))
-               for key, values in (("index", index), ("label", labels[index]),
-                                   ("predicted", predicted[index]),
-                                   ("confidence", confidence[index].astype(np.float32)))},
             "gradcam_heatmaps": model_analysis.gradcam(model, x_test[explained], GRADCAM_LAYER,
                                                        predicted[explained]).astype(np.float32)}
+    for name, maps in feature_maps_of(model, x_test[SAMPLE_INDEX], MAP_LAYERS):
+        data[f"map_{name}"] = maps.astype(np.float16)
+    for group, index in (("mistakes", mistakes), ("gradcam", explained)):
+        data.update({f"{group}_index": index, f"{group}_label": labels[index],
+                     f"{group}_predicted": predicted[index],
+                     f"{group}_confidence": confidence[index].astype(np.float32)})
+    return data
 
 
 def save_figure_data(run_dir, model, x_test, probabilities, labels):
