@@ -494,7 +494,7 @@ def with_analysis(run, x_test):
     run_dir = Path(run["run_dir"])
     if run["status"] != "ok" or not (run_dir / "model.keras").exists():
         return run
-    report.load_figure_data(run_dir, x_test, keras.models.load_model)  # computes it if missing
+    report.ensure_figure_data(run_dir, x_test, keras.models.load_model)
     done = run.get("analysis", {})
     if (done.get("version") == model_analysis.ANALYSIS_VERSION and
             done.get("shift_images") == settings_of(run)["shift_images"]):

@@ -83,18 +83,23 @@ def save_figure_data(run_dir, model, x_test, probabilities, labels):
     atomic_save_npz(Path(run_dir) / FIGURE_DATA, **figure_data(model, x_test, probabilities, labels))
 
 
-def load_figure_data(run_dir, x_test, load_model):
-    """A run's figures.npz; runs from before it existed get it from their saved model and
-    predictions, once."""
+def ensure_figure_data(run_dir, x_test, load_model):
+    """Runs from before figures.npz existed get it from their saved model and predictions, once."""
     run_dir = Path(run_dir)
-    if not (run_dir / FIGURE_DATA).exists():
-        if not (run_dir / "model.keras").exists():
-            raise LabError(f"{run_dir}: neither {FIGURE_DATA} nor model.keras is there to draw "
-                           "the best run's figures from")
-        saved = np.load(run_dir / "predictions.npz")
-        save_figure_data(run_dir, load_model(run_dir / "model.keras"), x_test,
-                         saved["probabilities"], saved["labels"])
-    with np.load(run_dir / FIGURE_DATA) as saved:
+    if (run_dir / FIGURE_DATA).exists():
+        return
+    if not (run_dir / "model.keras").exists():
+        raise LabError(f"{run_dir}: neither {FIGURE_DATA} nor model.keras is there to draw "
+                       "the best run's figures from")
+    saved = np.load(run_dir / "predictions.npz")
+    save_figure_data(run_dir, load_model(run_dir / "model.keras"), x_test,
+                     saved["probabilities"], saved["labels"])
+
+
+def load_figure_data(run_dir, x_test, load_model):
+    """A run's figures.npz as a dict, computed first where it is missing."""
+    ensure_figure_data(run_dir, x_test, load_model)
+    with np.load(Path(run_dir) / FIGURE_DATA) as saved:
         return dict(saved)
 
 
