@@ -1,0 +1,30 @@
+"""The documentation points at files that exist: every relative link and image of the README
+and of the committed summaries in docs/ (a figure renamed or removed with a new grid must not
+leave a dead link behind)."""
+
+import re
+
+import pytest
+
+from conftest import ROOT
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
+
+
+def relative_links(markdown_path):
+    """Targets of the Markdown links of a file that are paths inside the repository."""
+    targets = LINK.findall(markdown_path.read_text())
+    return sorted({t.split("#")[0] for t in targets
+                   if not re.match(r"[a-z]+:", t) and t.split("#")[0]})
+
+
+DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("docs/**/summary.md"))]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_relative_link_exists(document):
+    markdown = ROOT / document
+    links = relative_links(markdown)
+    missing = [t for t in links if not (markdown.parent / t).exists()]
+    assert links, f"{document} has no relative links: the pattern no longer matches"
+    assert not missing, f"{document} links to files that are not in the repository: {missing}"
