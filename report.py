@@ -91,9 +91,9 @@ def ensure_figure_data(run_dir, x_test, load_model):
     if not (run_dir / "model.keras").exists():
         raise LabError(f"{run_dir}: neither {FIGURE_DATA} nor model.keras is there to draw "
                        "the best run's figures from")
-    saved = np.load(run_dir / "predictions.npz")
-    save_figure_data(run_dir, load_model(run_dir / "model.keras"), x_test,
-                     saved["probabilities"], saved["labels"])
+    with np.load(run_dir / "predictions.npz") as saved:
+        save_figure_data(run_dir, load_model(run_dir / "model.keras"), x_test,
+                         saved["probabilities"], saved["labels"])
 
 
 def load_figure_data(run_dir, x_test, load_model):

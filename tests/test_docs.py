@@ -13,9 +13,9 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
 
 def relative_links(markdown_path):
     """Targets of the Markdown links of a file that are paths inside the repository."""
-    targets = LINK.findall(markdown_path.read_text())
-    return sorted({t.split("#")[0] for t in targets
-                   if not re.match(r"[a-z]+:", t) and t.split("#")[0]})
+    paths = {t.split("#")[0] for t in LINK.findall(markdown_path.read_text())
+             if not re.match(r"[a-z]+:", t)}  # not https:, mailto:, ...
+    return sorted(paths - {""})  # "" was a link to an anchor of the same page
 
 
 DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("docs/**/summary.md"))]
