@@ -1,15 +1,17 @@
 """What a run ran on: backend, devices, precision, XLA, replicas and package versions.
 
 Printed as one line when the runner starts and stored in every run's metrics.json, so a
-results folder says where its numbers came from. No training here; TensorFlow is imported
-by the runner before these functions are called.
+results folder says where its numbers came from. No training here, and no TensorFlow import:
+the runner imports it (inside native_stderr_silenced) before calling these functions.
 """
 
+import contextlib
 import importlib.metadata
 import os
 import platform
 import shutil
 import subprocess
+import sys
 
 PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "matplotlib", "seaborn", "scipy")
 
@@ -80,3 +82,18 @@ def gpu_mismatch_warning(tf_gpu_count, run=subprocess.run):
     return (f"warning: nvidia-smi lists {len(gpus)} GPU(s) but TensorFlow sees none, so this "
             f"trains on the CPU; install the CUDA build with `make setup-gpu` "
             f"(requirements-gpu.txt: tensorflow[and-cuda])")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Mute file descriptor 2 for C++ code: TensorFlow's CUDA probing prints lines such as
+    'Could not find cuda drivers' before any log level applies. Python errors still show."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -19,7 +19,6 @@ are skipped, an interrupted run continues from its last finished epoch.
 """
 
 import argparse
-import contextlib
 import dataclasses
 import gzip
 import itertools
@@ -34,23 +33,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner out of logs
 
+import environment  # noqa: E402  (imports no TensorFlow)
 
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Mute file descriptor 2 for C++ code: TensorFlow's CUDA probing prints lines such as
-    'Could not find cuda drivers' before any log level applies. Python errors still show."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-with native_stderr_silenced():
+with environment.native_stderr_silenced():
     import keras
     import tensorflow as tf
 
@@ -62,15 +47,15 @@ from keras import layers  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix, log_loss  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
-import environment  # noqa: E402
 import model_analysis  # noqa: E402
 import report  # noqa: E402
+import tensorboard_hparams  # noqa: E402
 from run_store import (CHECKPOINT_PATTERN, RESULT_COLUMNS, DataError, LabError,  # noqa: E402,F401
                        UsageError, atomic_save_npz, atomic_write, backup_epoch, best_logged_epoch,
                        check_same_settings, checkpoint_epochs, checkpoint_path, finished_runs,
-                       format_seconds,
-                       merged_runs, prepare_resume, read_history, remove_leftover_temp_files,
-                       settings_of, write_results_table)
+                       format_seconds, merged_runs, parse_shard, prepare_resume, read_history,
+                       remove_leftover_temp_files, settings_of, shard_from_environment,
+                       write_results_table)
 from training_callbacks import (EpochTimer, KeepBestCheckpointOnly,  # noqa: E402,F401
                                 RecomputeBatchNormStatistics)
 
@@ -470,7 +455,7 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
     os.replace(run_dir / ".model.tmp.keras", model_path)
     atomic_save_npz(run_dir / "predictions.npz", probabilities=probs.astype(np.float32), labels=y_test)
     atomic_write(run_dir / "metrics.json", json.dumps(record, indent=2) + "\n")  # marks it finished
-    write_hparams(run_dir, record)
+    tensorboard_hparams.write_hparams(run_dir, record, FACTORS)
     return record
 
 
@@ -505,45 +490,8 @@ def with_analysis(run, x_test):
                           saved["probabilities"], x_test, saved["labels"],
                           settings_of(run)["shift_images"])
     atomic_write(run_dir / "metrics.json", json.dumps(record, indent=2) + "\n")
-    write_hparams(run_dir, record)
+    tensorboard_hparams.write_hparams(run_dir, record, FACTORS)
     return {**run, **record}
-
-
-HPARAM_METRICS = {"val_accuracy": "validation accuracy (best epoch)", "test_accuracy": "test accuracy",
-                  "test_loss": "test loss (NLL)", "ece": "test ECE (15 bins)",
-                  "shift_consistency": "shift consistency"}
-
-
-def write_hparams(run_dir, record):
-    """The run as one session of TensorBoard's HParams dashboard: its factors, seed and
-    settings as hyperparameters, its final metrics as scalars, in run_dir/tensorboard."""
-    from tensorboard.plugins.hparams import api as hp
-
-    hparams = {**{f: record[f] for f in FACTORS}, "seed": record["seed"],
-               **{k: v for k, v in record["settings"].items() if v is not None}}
-    with tf.summary.create_file_writer(str(run_dir / "tensorboard")).as_default():
-        hp.hparams(hparams, trial_id=f"{record['name']}/seed{record['seed']}")
-        for key in HPARAM_METRICS:
-            if record.get(key) is not None:
-                tf.summary.scalar(key, record[key], step=record.get("best_epoch") or 0)
-        tf.summary.flush()
-
-
-def write_hparams_config(output_dir, runs):
-    """The HParams dashboard's column list, once at OUTPUT_DIR/runs (TensorBoard's logdir)."""
-    from tensorboard.plugins.hparams import api as hp
-
-    logdir = Path(output_dir) / "runs"
-    if not logdir.is_dir():
-        return
-    for old in logdir.glob("events.out.tfevents.*"):  # one configuration, the current one
-        old.unlink()
-    hparams = [hp.HParam(f, hp.Discrete(list(levels))) for f, levels in FACTORS.items()]
-    hparams.append(hp.HParam("seed", hp.Discrete(sorted({r["seed"] for r in runs}))))
-    with tf.summary.create_file_writer(str(logdir)).as_default():
-        hp.hparams_config(hparams=hparams, metrics=[hp.Metric(k, display_name=v)
-                                                    for k, v in HPARAM_METRICS.items()])
-        tf.summary.flush()
 
 
 def predict(model, x, batch_size, tta):
@@ -659,17 +607,6 @@ def parse_args(argv=None):
     return args
 
 
-def parse_shard(text):
-    index, _, count = text.partition("/")
-    try:
-        index, count = int(index), int(count)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not I/N, e.g. 0/4") from None
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
-    return index, count
-
-
 def positive_int(text):
     try:
         value = int(text)
@@ -717,35 +654,6 @@ def planned_runs(args):
         index, count = args.shard
         runs = runs[index::count]
     return runs
-
-
-def shard_from_environment(shard, shard_count, environ):
-    """(index, count) of this worker's slice: --shard, else a Slurm array task's or a
-    Kubernetes Indexed Job's index; None runs the whole grid."""
-    try:
-        if shard:
-            return shard
-        if "SLURM_ARRAY_TASK_ID" in environ:
-            index = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
-            count = int(environ["SLURM_ARRAY_TASK_COUNT"])
-            source = "SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN"
-        elif "JOB_COMPLETION_INDEX" in environ:
-            if shard_count is None:
-                raise UsageError("JOB_COMPLETION_INDEX is set: give --shard-count N (the Job's "
-                                "completions) or --shard I/N")
-            index, count, source = int(environ["JOB_COMPLETION_INDEX"]), shard_count, "JOB_COMPLETION_INDEX"
-        elif shard_count is not None:
-            raise UsageError("--shard-count needs JOB_COMPLETION_INDEX in the environment; "
-                            "else use --shard I/N")
-        else:
-            return None
-    except (KeyError, ValueError) as e:
-        raise UsageError(f"cannot read the shard from the environment: {e!r} "
-                        "(need integer SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT)") from None
-    if not 0 <= index < count:
-        raise UsageError(f"shard {index} from {source} is not within 0..{count - 1} (arrays must be "
-                        "contiguous, e.g. --array=0-7)")
-    return index, count
 
 
 def run_grid(args):
@@ -851,7 +759,7 @@ def main(argv=None):
         x_test = prepare_test_images(args.data_dir)
         runs = [with_analysis(run, x_test) for run in runs]  # cached per run after the first time
         print_table(write_results_table(args.output_dir, runs))
-        write_hparams_config(args.output_dir, runs)
+        tensorboard_hparams.write_hparams_config(args.output_dir, runs, FACTORS)
         report.write_report(args.output_dir, runs, keras.models.load_model, x_test,
                                          CLASS_NAMES, FACTORS, DISPLAY)
         print(f"\nresults in {args.output_dir}/ (results.csv, report.html, figures)")

@@ -2,9 +2,11 @@
 
 Every run of the grid owns one folder, OUTPUT_DIR/runs/<variant>/seed<S>/, and is finished
 when its metrics.json exists. Nothing here knows about models: the runner trains, this
-module makes what it writes survive kill -9 and lets several workers share one folder.
+module makes what it writes survive kill -9 and lets several workers share one folder, each
+taking the slice of the grid its --shard, Slurm array index or Kubernetes Job index gives it.
 """
 
+import argparse
 import contextlib
 import csv
 import fcntl
@@ -263,3 +265,43 @@ def write_results_table(output_dir, runs=None):
             buf.seek(0)
             atomic_write(output_dir / "results.csv", buf.read())
     return rows
+
+
+def parse_shard(text):
+    index, _, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return index, count
+
+
+def shard_from_environment(shard, shard_count, environ):
+    """(index, count) of this worker's slice: --shard, else a Slurm array task's or a
+    Kubernetes Indexed Job's index; None runs the whole grid."""
+    try:
+        if shard:
+            return shard
+        if "SLURM_ARRAY_TASK_ID" in environ:
+            index = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+            count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+            source = "SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN"
+        elif "JOB_COMPLETION_INDEX" in environ:
+            if shard_count is None:
+                raise UsageError("JOB_COMPLETION_INDEX is set: give --shard-count N (the Job's "
+                                "completions) or --shard I/N")
+            index, count, source = int(environ["JOB_COMPLETION_INDEX"]), shard_count, "JOB_COMPLETION_INDEX"
+        elif shard_count is not None:
+            raise UsageError("--shard-count needs JOB_COMPLETION_INDEX in the environment; "
+                            "else use --shard I/N")
+        else:
+            return None
+    except (KeyError, ValueError) as e:
+        raise UsageError(f"cannot read the shard from the environment: {e!r} "
+                        "(need integer SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT)") from None
+    if not 0 <= index < count:
+        raise UsageError(f"shard {index} from {source} is not within 0..{count - 1} (arrays must be "
+                        "contiguous, e.g. --array=0-7)")
+    return index, count

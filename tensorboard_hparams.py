@@ -1,0 +1,44 @@
+"""Runs as sessions of TensorBoard's HParams dashboard (`tensorboard --logdir OUTPUT_DIR/runs`).
+
+Each finished run writes its factors, seed and settings as hyperparameters and its final
+metrics as scalars into its own run_dir/tensorboard; the dashboard's column list is written
+once, at OUTPUT_DIR/runs, whenever the report is rebuilt.
+"""
+
+from pathlib import Path
+
+import tensorflow as tf
+
+METRICS = {"val_accuracy": "validation accuracy (best epoch)", "test_accuracy": "test accuracy",
+           "test_loss": "test loss (NLL)", "ece": "test ECE (15 bins)",
+           "shift_consistency": "shift consistency"}
+
+
+def write_hparams(run_dir, record, factors):
+    """The run as one HParams session, in run_dir/tensorboard."""
+    from tensorboard.plugins.hparams import api as hp  # here: most runner starts write none
+    hparams = {**{f: record[f] for f in factors}, "seed": record["seed"],
+               **{k: v for k, v in record["settings"].items() if v is not None}}
+    with tf.summary.create_file_writer(str(Path(run_dir) / "tensorboard")).as_default():
+        hp.hparams(hparams, trial_id=f"{record['name']}/seed{record['seed']}")
+        for key in METRICS:
+            if record.get(key) is not None:
+                tf.summary.scalar(key, record[key], step=record.get("best_epoch") or 0)
+        tf.summary.flush()
+
+
+def write_hparams_config(output_dir, runs, factors):
+    """The dashboard's column list, once at OUTPUT_DIR/runs (TensorBoard's logdir)."""
+    from tensorboard.plugins.hparams import api as hp
+
+    logdir = Path(output_dir) / "runs"
+    if not logdir.is_dir():
+        return
+    for old in logdir.glob("events.out.tfevents.*"):  # one configuration, the current one
+        old.unlink()
+    hparams = [hp.HParam(f, hp.Discrete(list(levels))) for f, levels in factors.items()]
+    hparams.append(hp.HParam("seed", hp.Discrete(sorted({r["seed"] for r in runs}))))
+    with tf.summary.create_file_writer(str(logdir)).as_default():
+        hp.hparams_config(hparams=hparams, metrics=[hp.Metric(k, display_name=v)
+                                                    for k, v in METRICS.items()])
+        tf.summary.flush()
