@@ -36,6 +36,15 @@ def mean_interval(values, confidence=CONFIDENCE):
     return mean, sd, mean - half, mean + half
 
 
+def metric_range(metric):
+    """What a metric can be: accuracies, consistency and ECE are shares in [0, 1], losses and
+    seconds are at least 0. A t interval does not know it (two seeds of an ECE can give a
+    negative lower end), so per-variant intervals are clipped to this range."""
+    if "accuracy" in metric or metric in ("shift_consistency", "ece"):
+        return 0.0, 1.0
+    return 0.0, float("inf")
+
+
 def t_half_width(sd, n, confidence):
     """Half-width of the t interval for a mean of n values with sample sd."""
     return stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)
@@ -60,6 +69,8 @@ def variant_summary(rows, factors, metrics=SUMMARY_METRICS):
                  "seeds": sorted(r["seed"] for r in runs)}
         for metric in metrics:
             mean, sd, low, high = mean_interval([r[metric] for r in runs])
+            if np.isfinite(sd):  # NaN (one seed) stays NaN
+                low, high = np.clip([low, high], *metric_range(metric)).tolist()
             entry[metric] = {"mean": mean, "sd": sd, "low": low, "high": high}
         summary.append(entry)
     return sorted(summary, key=lambda e: -e["test_accuracy"]["mean"])

@@ -236,8 +236,9 @@ def statistics_sections(runs, factors, display):
     effects, pair_effects = adjusted_effects(ok, factors, "test_accuracy")
     n_seeds = len({r["seed"] for r in ok})
     tables = [("Variants over seeds",
-               f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean] "
-               f"over {n_seeds} seed(s); best mean test accuracy first.",
+               f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean, "
+               f"clipped at 0 (and 100%) where the metric ends] over {n_seeds} seed(s); best "
+               "mean test accuracy first.",
                ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
                [[e["name"], str(e["n"]), pm(e["test_accuracy"]), pm(e["val_accuracy"]),
                  pm(e["test_loss"], 1, 4, ""), pm(e["train_seconds"], 1 / 60, 1, "")]
@@ -305,8 +306,8 @@ def beyond_accuracy(ok, factors, display, output_dir):
     tables = [
         ("Calibration",
          f"Expected calibration error (ECE, 15 equal-width confidence bins; Guo et al. 2017) and "
-         f"negative log-likelihood on the test set, {over}: mean ± sd [95% interval]. Lower is "
-         "better for both; an ECE of 1% means confidence and accuracy differ by 1 point on "
+         f"negative log-likelihood on the test set, {over}: mean ± sd [95% interval, clipped at 0]. "
+         "Lower is better for both; an ECE of 1% means confidence and accuracy differ by 1 point on "
          "average.",
          ["variant", "seeds", "ECE", "NLL", "test acc"],
          [[e["name"], str(e["n"]), pm(e["ece"]), pm(e["nll"], 1, 4, ""), pm(e["test_accuracy"])]

@@ -136,3 +136,20 @@ def test_bonferroni_keeps_the_family_error_near_five_percent():
         any_false += any(e["significant"] for e in entries)
         any_false_adjusted += any(e["family_significant"] for e in entries)
     assert any_false_adjusted <= 20 < any_false  # measured 12 vs 53 of 200 (nominal 10 vs ~52)
+
+
+def test_variant_intervals_stay_within_what_the_metric_can_be():
+    """Two seeds of a small ECE or a noisy training time give t intervals reaching below 0
+    (t(0.975, 1) = 12.7); a share cannot exceed 100%. The clipped end moves, nothing else."""
+    rows = synthetic_rows(seeds=2, effects={}, noise_sd=0.002)
+    for r in rows:
+        r.update(ece=[0.002, 0.012][r["seed"]], train_seconds=[300.0, 1500.0][r["seed"]],
+                 test_accuracy=[0.97, 0.999][r["seed"]])
+    assert fa.mean_interval([0.002, 0.012])[2] < 0  # what the t interval alone gives
+    summary = fa.variant_summary(rows, FACTORS, ("ece", "train_seconds", "test_accuracy"))
+    for entry in summary:
+        assert entry["ece"]["low"] == 0.0 and entry["train_seconds"]["low"] == 0.0
+        assert entry["test_accuracy"]["high"] == 1.0
+        assert entry["ece"]["mean"] == pytest.approx(0.007)
+        assert entry["ece"]["high"] == pytest.approx(0.007 + 12.706 * 0.005, rel=1e-4)
+        assert entry["test_accuracy"]["low"] == pytest.approx(0.9845 - 12.706 * 0.0145, rel=1e-4)
