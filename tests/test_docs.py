@@ -28,3 +28,17 @@ def test_every_relative_link_exists(document):
     missing = [t for t in links if not (markdown.parent / t).exists()]
     assert links, f"{document} has no relative links: the pattern no longer matches"
     assert not missing, f"{document} links to files that are not in the repository: {missing}"
+
+
+def github_anchor(heading):
+    """The id GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_anchor_link_of_the_readme_names_a_heading():
+    text = (ROOT / "README.md").read_text()
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)  # no headings inside code blocks
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", prose, flags=re.M)}
+    targets = {t[1:] for t in LINK.findall(text) if t.startswith("#")}
+    assert targets, "the README links to none of its sections: the pattern no longer matches"
+    assert targets <= anchors, f"links to no heading: {sorted(targets - anchors)}"
