@@ -162,7 +162,17 @@ def compute_sentence(runs):
     untimed = sum(r["status"] == "ok" and "evaluation_seconds" not in r for r in runs)
     if untimed:  # runs from before the field existed
         text += f" (evaluation time not recorded for {untimed} run(s))"
-    return text + (f", on {'; '.join(devices)}." if devices else ".")
+    text += f", on {'; '.join(devices)}." if devices else "."
+    seeds = sorted({r["seed"] for r in runs})
+    if len(seeds) > 1:  # what one seed's grid (a plain `make run`) cost
+        def cost(seed):
+            return sum(r.get("train_seconds", 0.0) + r.get("evaluation_seconds", 0.0)
+                       for r in runs if r["seed"] == seed)
+        counts = {s: sum(r["seed"] == s for r in runs) for s in seeds}
+        text += " Per seed: " + ", ".join(
+            f"seed {s} {format_seconds(cost(s))} ({n} run{'s' * (n != 1)})"
+            for s, n in counts.items()) + "."
+    return text
 
 
 def settings_rows(run):

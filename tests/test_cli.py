@@ -191,6 +191,19 @@ def test_summary_states_what_the_grid_cost(tiny_run):
     assert runs[0]["environment"]["device"] in line
 
 
+def test_compute_sentence_splits_a_multi_seed_grid_by_seed():
+    import report
+
+    env = {"device": "CPU: test (2 cores)"}
+    runs = [{"seed": s, "status": "ok", "train_seconds": t, "evaluation_seconds": 60.0,
+             "environment": env} for s, t in [(0, 3480.0), (0, 1800.0), (1, 7140.0)]]
+    line = report.compute_sentence(runs)
+    assert line.startswith("Compute: 3 runs, ") and "on CPU: test (2 cores)." in line
+    assert line.endswith(f"Per seed: seed 0 {fm.format_seconds(5400)} (2 runs), "
+                         f"seed 1 {fm.format_seconds(7200)} (1 run).")
+    assert "Per seed" not in report.compute_sentence(runs[:2])  # one seed: the total says it
+
+
 def test_report_only_without_runs_is_a_clear_error(tmp_path, capsys):
     assert fm.main(["--report-only", "--output-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
