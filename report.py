@@ -163,15 +163,15 @@ def compute_sentence(runs):
     if untimed:  # runs from before the field existed
         text += f" (evaluation time not recorded for {untimed} run(s))"
     text += f", on {'; '.join(devices)}." if devices else "."
-    seeds = sorted({r["seed"] for r in runs})
-    if len(seeds) > 1:  # what one seed's grid (a plain `make run`) cost
-        def cost(seed):
-            return sum(r.get("train_seconds", 0.0) + r.get("evaluation_seconds", 0.0)
-                       for r in runs if r["seed"] == seed)
-        counts = {s: sum(r["seed"] == s for r in runs) for s in seeds}
+    per_seed = {}  # seed -> [seconds, runs]: what one seed's grid (a plain `make run`) cost
+    for r in runs:
+        entry = per_seed.setdefault(r["seed"], [0.0, 0])
+        entry[0] += r.get("train_seconds", 0.0) + r.get("evaluation_seconds", 0.0)
+        entry[1] += 1
+    if len(per_seed) > 1:
         text += " Per seed: " + ", ".join(
-            f"seed {s} {format_seconds(cost(s))} ({n} run{'s' * (n != 1)})"
-            for s, n in counts.items()) + "."
+            f"seed {s} {format_seconds(seconds)} ({n} run{'s' * (n != 1)})"
+            for s, (seconds, n) in sorted(per_seed.items())) + "."
     return text
 
 
