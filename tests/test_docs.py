@@ -42,3 +42,17 @@ def test_every_anchor_link_of_the_readme_names_a_heading():
     targets = {t[1:] for t in LINK.findall(text) if t.startswith("#")}
     assert targets, "the README links to none of its sections: the pattern no longer matches"
     assert targets <= anchors, f"links to no heading: {sorted(targets - anchors)}"
+
+
+def test_readme_quotes_the_committed_grid_verbatim():
+    """The README's results tables and compute line are copies of docs/summary.md, so a new
+    grid cannot leave old numbers in the README unnoticed (and no number is typed by hand)."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    summary = set((ROOT / "docs" / "summary.md").read_text().splitlines())
+    quoted = [line for line in readme
+              if (line.startswith("| CNN_") and "±" in line)           # variants over seeds
+              or re.match(r"\| (\w+ vs \w+|\w+ x \w+) ", line)]       # factor effects
+    compute = [line[2:] for line in readme if line.startswith("> Compute:")]
+    assert len(quoted) >= 8 + 6 and len(compute) == 1, "the README no longer quotes the grid"
+    stale = [line for line in quoted + compute if line not in summary]
+    assert not stale, f"README lines not in docs/summary.md: {stale}"
