@@ -290,36 +290,66 @@ def trainable_params(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def make_optimizer(variant, steps_per_epoch, epochs, lr_scale=1.0, ema=EMA_MOMENTUM,
-                   adamw_weight_decay=WEIGHT_DECAY["adam"], peak_lr=None):
-    """Warm-up then cosine decay to zero; Adam(W) or Nesterov SGD with momentum 0.9; with
-    ema > 0, the optimizer also keeps an exponential moving average of the weights. Keras
-    decays decoupled (w -= lr * weight_decay * w for both), so per step the weights shrink
-    by lr x decay: 2.5e-5 at SGD's peak, 2e-7 at AdamW's with 1e-4."""
-    peak = (peak_lr or PEAK_LR[variant.optimizer]) * lr_scale
-    warmup = min(WARMUP_EPOCHS * steps_per_epoch, max(epochs * steps_per_epoch - 1, 0))
+def make_optimizer(variant, steps_per_epoch, recipe):
+    """Warm-up then cosine decay to zero over the recipe's epochs; Adam(W) or Nesterov SGD
+    with momentum 0.9; with recipe.ema > 0, the optimizer also keeps an exponential moving
+    average of the weights. Keras decays decoupled (w -= lr * weight_decay * w for both), so
+    per step the weights shrink by lr x decay: 2.5e-5 at SGD's peak, 4e-7 at AdamW's."""
+    peak, total_steps = recipe.peak_lr(variant.optimizer), recipe.epochs * steps_per_epoch
+    warmup = min(WARMUP_EPOCHS * steps_per_epoch, max(total_steps - 1, 0))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else peak, warmup_target=peak if warmup else None,
-        warmup_steps=warmup, decay_steps=max(epochs * steps_per_epoch - warmup, 1))
-    averaging = dict(use_ema=True, ema_momentum=ema) if ema else {}
+        warmup_steps=warmup, decay_steps=max(total_steps - warmup, 1))
+    averaging = dict(use_ema=True, ema_momentum=recipe.ema) if recipe.ema else {}
     if variant.optimizer == "adam":
-        return keras.optimizers.AdamW(schedule, weight_decay=adamw_weight_decay, **averaging)
+        return keras.optimizers.AdamW(schedule, weight_decay=recipe.adamw_weight_decay, **averaging)
     return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
                                 weight_decay=WEIGHT_DECAY["sgd"], **averaging)
 
 
 # ----------------------------------------------------------------------------- training
 
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How every run of a grid trains and is evaluated: what makes two runs of a variant
+    comparable. Stored with each run as settings.json (field order = column order of the
+    report's settings table); a finished or interrupted run with another recipe is refused."""
+    epochs: int = EPOCHS
+    batch_size: int = 128          # the global batch, split between replicas
+    subset: int | None = None      # train on a stratified sample of this many images
+    val_fraction: float = 0.1
+    precision: str = "float32"     # a Keras dtype policy ("auto" resolved)
+    tta: bool = True               # test predictions averaged with the mirrored image
+    lr_scale: float = 1.0          # --lr-scale, already applied to the peaks below
+    replica_scaling: int = 1       # --scale-with-replicas: batch and peaks x replicas
+    bn_momentum: float = BN_MOMENTUM
+    bn_stat_images: int = BN_STAT_IMAGES
+    shift_images: int = SPLIT_SIZES["test"]
+    label_smoothing: float = LABEL_SMOOTHING
+    ema: float = EMA_MOMENTUM
+    translate: int = TRANSLATE_PIXELS
+    adamw_weight_decay: float = WEIGHT_DECAY["adam"]
+    adam_peak_lr: float = PEAK_LR["adam"]  # as trained with: the defaults changed over time
+    sgd_peak_lr: float = PEAK_LR["sgd"]
+
+    @classmethod
+    def from_args(cls, args):
+        chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+        return cls(**{**chosen, "adam_peak_lr": args.adam_peak_lr * args.lr_scale,
+                      "sgd_peak_lr": args.sgd_peak_lr * args.lr_scale})
+
+    @property
+    def global_batch(self):
+        return self.batch_size * self.replica_scaling
+
+    def peak_lr(self, optimizer):
+        """The peak a step of the (replica-scaled) global batch trains with."""
+        return getattr(self, f"{optimizer}_peak_lr") * self.replica_scaling
+
+
 def run_settings(args):
-    """What makes two runs of a variant comparable; stored with every run."""
-    settings = {k: getattr(args, k) for k in ("epochs", "batch_size", "subset", "val_fraction",
-                                              "precision", "tta", "lr_scale", "replica_scaling",
-                                              "bn_momentum", "bn_stat_images", "shift_images",
-                                              "label_smoothing", "ema", "translate",
-                                              "adamw_weight_decay")}
-    # the peaks as trained with (x --lr-scale): their defaults have changed over time
-    return {**settings, "adam_peak_lr": args.adam_peak_lr * args.lr_scale,
-            "sgd_peak_lr": args.sgd_peak_lr * args.lr_scale}
+    """The recipe the arguments ask for, as stored with every run."""
+    return dataclasses.asdict(Recipe.from_args(args))
 
 
 def distribution_strategy(distribute, logical_cpus=None):
@@ -346,50 +376,44 @@ def start_run(seed, precision):
     keras.mixed_precision.set_dtype_policy(precision)
 
 
-def compiled_model(variant, strategy, steps_per_epoch, epochs, lr_scale, bn_momentum=BN_MOMENTUM,
-                   label_smoothing=LABEL_SMOOTHING, ema=EMA_MOMENTUM,
-                   adamw_weight_decay=WEIGHT_DECAY["adam"], peak_lr=None):
+def compiled_model(variant, strategy, steps_per_epoch, recipe):
     """build_model + optimizer and loss, inside the strategy's scope. Under mixed_float16
     Keras wraps the optimizer in a LossScaleOptimizer; batch norm synchronises its batch
     statistics across replicas when there are several, so every replica (and the saved
     model) holds the same moving statistics. Label smoothing needs one-hot labels (Keras'
     sparse loss has no smoothing): make_dataset(one_hot=True)."""
-    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-            if label_smoothing else "sparse_categorical_crossentropy")
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+            if recipe.label_smoothing else "sparse_categorical_crossentropy")
     with strategy.scope():
-        model = build_model(variant, bn_momentum, synchronized=strategy.num_replicas_in_sync > 1)
-        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, epochs, lr_scale, ema,
-                                               adamw_weight_decay, peak_lr),
+        model = build_model(variant, recipe.bn_momentum,
+                            synchronized=strategy.num_replicas_in_sync > 1)
+        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, recipe),
                       loss=loss, metrics=["accuracy"])
     return model
 
 
-def train_and_evaluate(variant, seed, data, args, run_dir):
+def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     """Train one run (resuming if it was interrupted), evaluate it, save everything."""
-    start_run(seed, args.precision)
+    start_run(seed, recipe.precision)
     run_dir.mkdir(parents=True, exist_ok=True)
-    settings = run_settings(args)
+    settings = dataclasses.asdict(recipe)
     if not (run_dir / "settings.json").exists():  # run_grid compares it when resuming
         atomic_write(run_dir / "settings.json", json.dumps(settings, indent=2) + "\n")
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
     # The global batch is --batch-size on any number of replicas (each takes its share of a
     # step), so the experiment is the same on one device or eight; --scale-with-replicas
     # multiplies batch and learning rate instead (linear scaling rule), recorded in settings.
-    global_batch = args.batch_size * args.replica_scaling
-    one_hot = args.label_smoothing > 0
-    train_ds = make_dataset(x_train, y_train, global_batch, training=True, seed=seed,
-                            translate=args.translate, one_hot=one_hot)
-    val_ds = make_dataset(x_val, y_val, global_batch, training=False, seed=seed, one_hot=one_hot)
-    steps_per_epoch = math.ceil(len(x_train) / global_batch)
-    # the peak recorded in settings (--lr-scale applied) is the one trained with
-    model = compiled_model(variant, args.strategy, steps_per_epoch, args.epochs,
-                           args.replica_scaling, args.bn_momentum,
-                           args.label_smoothing, args.ema, args.adamw_weight_decay,
-                           peak_lr=settings[f"{variant.optimizer}_peak_lr"])
-    if model.dtype_policy.name != args.precision:  # the policy recorded is the one trained with
-        raise RuntimeError(f"model built with {model.dtype_policy.name}, not {args.precision}")
+    one_hot = recipe.label_smoothing > 0
+    train_ds = make_dataset(x_train, y_train, recipe.global_batch, training=True, seed=seed,
+                            translate=recipe.translate, one_hot=one_hot)
+    val_ds = make_dataset(x_val, y_val, recipe.global_batch, training=False, seed=seed,
+                          one_hot=one_hot)
+    steps_per_epoch = math.ceil(len(x_train) / recipe.global_batch)
+    model = compiled_model(variant, strategy, steps_per_epoch, recipe)
+    if model.dtype_policy.name != recipe.precision:  # the policy recorded is the one trained with
+        raise RuntimeError(f"model built with {model.dtype_policy.name}, not {recipe.precision}")
     history_path = run_dir / "history.csv"
-    past, note = prepare_resume(run_dir, args.epochs)  # non-empty only when resuming
+    past, note = prepare_resume(run_dir, recipe.epochs)  # non-empty only when resuming
     if note:
         print(f"note: {note}", flush=True)
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
@@ -403,9 +427,10 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         # With EMA the averaged weights are validated and checkpointed: swapped in before each
         # validation (and batch norm's statistics then recomputed for them) and at each epoch's
         # end after the backup, swapped back when the next epoch begins.
-        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if args.ema else []),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if recipe.ema else []),
         # before ModelCheckpoint sees the validation accuracy
-        *([RecomputeBatchNormStatistics(x_train[:args.bn_stat_images])] if args.bn_stat_images else []),
+        *([RecomputeBatchNormStatistics(x_train[:recipe.bn_stat_images])]
+          if recipe.bn_stat_images else []),
         # initial_value_threshold: a resumed run must not forget the best epoch it already saw
         keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINT_PATTERN), monitor="val_accuracy",
                                         mode="max", save_best_only=True,
@@ -414,15 +439,17 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         KeepBestCheckpointOnly(run_dir),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
     ]
-    if len(past) < args.epochs:  # else killed while evaluating
-        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
+    if len(past) < recipe.epochs:  # else killed while evaluating
+        model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=callbacks,
                   shuffle=False,  # the dataset shuffles itself
                   verbose=1 if sys.stdout.isatty() else 2)  # one line per epoch in log files
     evaluation_started = time.time()
     history = read_history(history_path)
     train_seconds = sum(r.get("seconds", 0.0) for r in history)  # survives resumes
     record = {"name": variant.name, **dataclasses.asdict(variant), "seed": seed,
-              "settings": settings, "environment": describe_environment(args, model),
+              "settings": settings,
+              "environment": environment.describe(tf, keras, strategy, recipe.precision,
+                                                  model.jit_compile),  # "auto" as resolved
               "trainable_params": trainable_params(model),
               "epochs_run": len(history), "train_seconds": round(train_seconds, 1)}
     losses = [r["loss"] for r in history] + [r["val_loss"] for r in history]
@@ -433,7 +460,7 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         return record
 
     model = keras.models.load_model(checkpoint_path(run_dir, best_epoch))
-    probs = predict(model, x_test, args.batch_size, args.tta)
+    probs = predict(model, x_test, recipe.batch_size, recipe.tta)
     y_pred = probs.argmax(axis=1)
     best = history[best_epoch - 1]
     class_report = classification_report(y_test, y_pred, target_names=CLASS_NAMES, output_dict=True,
@@ -446,7 +473,7 @@ def train_and_evaluate(variant, seed, data, args, run_dir):
         test_loss=float(log_loss(y_test, probs, labels=range(10))),
         classification_report=class_report,
         confusion_matrix=confusion_matrix(y_test, y_pred, labels=range(10)).tolist())
-    record = add_analysis(record, model, probs, x_test, y_test, args.shift_images)
+    record = add_analysis(record, model, probs, x_test, y_test, recipe.shift_images)
     report.save_figure_data(run_dir, model, x_test, probs, y_test)  # the report needs no model
     # with train_seconds, a run's wall time even when its grid spans several sessions
     record["evaluation_seconds"] = round(time.time() - evaluation_started, 1)
@@ -623,13 +650,11 @@ def resolve_precision(precision):
     return precision
 
 
-def describe_environment(args, model=None):
-    """Where and how runs train: backend, device, precision, XLA (as the compiled model
-    resolved Keras' "auto"; without a model, what "auto" resolves to), replicas, versions."""
-    if model is not None:
-        jit = model.jit_compile
-    else:  # Keras' rule for jit_compile="auto" on TensorFlow
-        jit = bool(GPUS) and args.strategy.num_replicas_in_sync == 1 and not args.deterministic
+def describe_environment(args):
+    """Where and how runs will train: backend, device, precision, XLA (what Keras'
+    jit_compile="auto" resolves to on TensorFlow), replicas, versions. A run records the
+    same facts with XLA as its compiled model resolved it."""
+    jit = bool(GPUS) and args.strategy.num_replicas_in_sync == 1 and not args.deterministic
     return environment.describe(tf, keras, args.strategy, args.precision, jit)
 
 
@@ -658,7 +683,8 @@ def planned_runs(args):
 
 def run_grid(args):
     """Train every selected (variant, seed) run not yet finished; returns the failed ones."""
-    settings = run_settings(args)
+    recipe = Recipe.from_args(args)
+    settings = dataclasses.asdict(recipe)
     todo = []
     for variant, seed in planned_runs(args):
         run_dir = args.output_dir / "runs" / variant.name / f"seed{seed}"
@@ -684,7 +710,7 @@ def run_grid(args):
     failed, started, data = [], time.time(), {}
     for i, (variant, seed, run_dir) in enumerate(todo, start=1):
         if seed not in data:  # each seed has its own train/validation split
-            data = {seed: prepare_data(args.data_dir, args.subset, args.val_fraction, seed)}
+            data = {seed: prepare_data(args.data_dir, recipe.subset, recipe.val_fraction, seed)}
             print(f"data (seed {seed}): {len(data[seed]['train'][0])} train, "
                   f"{len(data[seed]['val'][0])} validation, {len(data[seed]['test'][0])} test "
                   f"images", flush=True)
@@ -692,7 +718,7 @@ def run_grid(args):
         eta = f", ~{format_seconds(elapsed / (i - 1) * (len(todo) - i + 1))} left" if i > 1 else ""
         print(f"\n[{i}/{len(todo)}] {variant.name} seed {seed} "
               f"(elapsed {format_seconds(elapsed)}{eta})", flush=True)
-        record = train_and_evaluate(variant, seed, data[seed], args, run_dir)
+        record = train_and_evaluate(variant, seed, data[seed], recipe, args.strategy, run_dir)
         if record["status"] != "ok":
             print(f"FAILED {variant.name} seed {seed}: {record['reason']}", flush=True)
             failed.append(record)

@@ -64,7 +64,8 @@ def profile(variant, steps, batch_size):
     images = rng.random((batch_size * steps, 28, 28, 1), dtype=np.float32)
     labels = rng.integers(0, 10, len(images)).astype(np.int32)
     dataset = fm.make_dataset(images, labels, batch_size, training=True, seed=0)
-    model = fm.compiled_model(variant, tf.distribute.get_strategy(), steps, 2, 1.0)
+    model = fm.compiled_model(variant, tf.distribute.get_strategy(), steps,
+                              fm.Recipe(epochs=2))
     model.fit(dataset, epochs=1, verbose=0)  # trace and warm up outside the profile
     logdir = tempfile.mkdtemp(prefix="profile_step_")
     tf.profiler.experimental.start(logdir)

@@ -59,7 +59,7 @@ def prepare(config, variant, x, y, steps):
         _, batch_size, precision, *options = config.split(":")
         batch_size = int(batch_size)
         keras.mixed_precision.set_dtype_policy(precision)
-        optimizer = fm.make_optimizer(variant, steps, 1000)
+        optimizer = fm.make_optimizer(variant, steps, fm.Recipe(epochs=1000))
         model = fm.build_model(variant)
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile="xla" in options)  # "auto": no XLA on a CPU

@@ -51,11 +51,13 @@ def test_mixed_float16_gets_a_loss_scale_optimizer():
     variant = fm.Variant("relu", "maxpool", "adam")
     try:
         fm.start_run(0, "mixed_float16")
-        model = fm.compiled_model(variant, fm.distribution_strategy("none"), 10, 2, 1.0)
+        model = fm.compiled_model(variant, fm.distribution_strategy("none"), 10,
+                                  fm.Recipe(epochs=2))
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert model.get_layer("conv2").compute_dtype == "float16"
         fm.start_run(0, "float32")  # the next run starts from a clean policy
-        model = fm.compiled_model(variant, fm.distribution_strategy("none"), 10, 2, 1.0)
+        model = fm.compiled_model(variant, fm.distribution_strategy("none"), 10,
+                                  fm.Recipe(epochs=2))
         assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert model.get_layer("conv2").compute_dtype == "float32"
     finally:

@@ -2,6 +2,7 @@
 and of the committed summaries in docs/ (a figure renamed or removed with a new grid must not
 leave a dead link behind)."""
 
+import json
 import re
 
 import pytest
@@ -56,3 +57,19 @@ def test_readme_quotes_the_committed_grid_verbatim():
     assert len(quoted) >= 8 + 6 and len(compute) == 1, "the README no longer quotes the grid"
     stale = [line for line in quoted + compute if line not in summary]
     assert not stale, f"README lines not in docs/summary.md: {stale}"
+
+
+def test_the_committed_grid_is_what_the_default_command_trains():
+    """docs/ is quoted as "the default protocol": every committed run's settings are the
+    recipe `python fashion_mnist_cnn.py` uses today on a CPU, so changing a default without
+    re-running the grid fails here (and the runner would refuse to mix the two)."""
+    import fashion_mnist_cnn as fm
+
+    args = fm.parse_args([])
+    args.precision, args.replica_scaling = "float32", 1  # as main() resolves them on a CPU
+    default = fm.run_settings(args)
+    recorded = sorted(ROOT.glob("docs/runs/*/seed*/settings.json"))
+    assert len(recorded) == 24, "the committed grid is 8 variants x 3 seeds"
+    differing = [str(p.relative_to(ROOT)) for p in recorded
+                 if json.loads(p.read_text()) != default]
+    assert not differing, f"made with other settings than today's defaults: {differing}"

@@ -59,7 +59,7 @@ def test_parameter_budget_is_enforced(monkeypatch):
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_schedule_warms_up_then_decays_to_zero(optimizer):
     variant = fm.Variant("relu", "maxpool", optimizer)
-    opt = fm.make_optimizer(variant, steps_per_epoch=100, epochs=5)
+    opt = fm.make_optimizer(variant, steps_per_epoch=100, recipe=fm.Recipe(epochs=5))
     lr = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
     rates = [float(lr(step)) for step in (0, 50, 100, 300, 500)]
     peak = fm.PEAK_LR[optimizer]

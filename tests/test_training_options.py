@@ -52,7 +52,8 @@ def test_label_smoothing_trains_on_one_hot_targets():
     np.testing.assert_array_equal(targets.argmax(axis=1), labels)
     fm.start_run(0, "float32")
     model = fm.compiled_model(fm.Variant("relu", "maxpool", "adam"), fm.tf.distribute.get_strategy(),
-                              10, 2, 1.0, label_smoothing=0.1, ema=0.99, adamw_weight_decay=0.05)
+                              10, fm.Recipe(epochs=2, label_smoothing=0.1, ema=0.99,
+                                            adamw_weight_decay=0.05))
     assert model.loss.label_smoothing == pytest.approx(0.1)
     # a confident, correct prediction still costs something: the target is not one-hot
     confident = np.eye(10, dtype=np.float32)[labels] * 0.999 + 0.0001
