@@ -333,10 +333,16 @@ class Recipe:
     sgd_peak_lr: float = PEAK_LR["sgd"]
 
     @classmethod
-    def from_args(cls, args):
-        chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
-        return cls(**{**chosen, "adam_peak_lr": args.adam_peak_lr * args.lr_scale,
-                      "sgd_peak_lr": args.sgd_peak_lr * args.lr_scale})
+    def from_args(cls, args, replicas=1):
+        """The recipe the command line asks for on `replicas` devices: precision "auto",
+        --scale-with-replicas and --lr-scale resolved here, for every caller alike."""
+        derived = {"precision": resolve_precision(args.precision),
+                   "replica_scaling": replicas if args.scale_with_replicas else 1,
+                   "adam_peak_lr": args.adam_peak_lr * args.lr_scale,
+                   "sgd_peak_lr": args.sgd_peak_lr * args.lr_scale}
+        chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                  if f.name not in derived}
+        return cls(**chosen, **derived)
 
     @property
     def global_batch(self):
@@ -347,9 +353,9 @@ class Recipe:
         return getattr(self, f"{optimizer}_peak_lr") * self.replica_scaling
 
 
-def run_settings(args):
+def run_settings(args, replicas=1):
     """The recipe the arguments ask for, as stored with every run."""
-    return dataclasses.asdict(Recipe.from_args(args))
+    return dataclasses.asdict(Recipe.from_args(args, replicas))
 
 
 def distribution_strategy(distribute, logical_cpus=None):
@@ -683,7 +689,7 @@ def planned_runs(args):
 
 def run_grid(args):
     """Train every selected (variant, seed) run not yet finished; returns the failed ones."""
-    recipe = Recipe.from_args(args)
+    recipe = Recipe.from_args(args, args.strategy.num_replicas_in_sync)
     settings = dataclasses.asdict(recipe)
     todo = []
     for variant, seed in planned_runs(args):
@@ -757,10 +763,9 @@ def main(argv=None):
             raise UsageError(f"{args.output_dir}: --output-dir is not writable")
         if args.deterministic:  # TensorFlow-wide, before any compile(); clear_session keeps it
             tf.config.experimental.enable_op_determinism()
-        args.precision = resolve_precision(args.precision)  # set per run, in start_run
+        args.precision = resolve_precision(args.precision)  # for the start line, as Recipe does
         args.strategy = distribution_strategy(args.distribute, args.logical_cpus)
         replicas = args.strategy.num_replicas_in_sync
-        args.replica_scaling = replicas if args.scale_with_replicas else 1
         if args.batch_size < replicas:
             raise UsageError(f"--batch-size {args.batch_size} is smaller than the {replicas} "
                              "replicas it is split between")

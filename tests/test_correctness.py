@@ -110,7 +110,6 @@ def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path, capsys)
     """Resuming with another --epochs restored the old optimizer step into a new schedule."""
     out = tmp_path / "out"
     args = fm.parse_args(["--epochs", "3", *ONE, "--output-dir", str(out)])
-    args.replica_scaling = 1
     (out / RUN).mkdir(parents=True)
     (out / RUN / "settings.json").write_text(json.dumps(fm.run_settings(args)))
     (out / RUN / "history.csv").write_text("epoch,accuracy\n0,0.5\n")
@@ -283,13 +282,7 @@ def test_quick_runs_get_their_own_folder():
     assert fm.parse_args(["--quick"]).output_dir == Path("results-quick")
     assert fm.parse_args([]).output_dir == Path("results")
     assert fm.parse_args(["--quick", "--output-dir", "mine"]).output_dir == Path("mine")
-    assert fm.run_settings(_with_scaling(fm.parse_args(["--quick"]))) != fm.run_settings(
-        _with_scaling(fm.parse_args([])))
-
-
-def _with_scaling(args):
-    args.replica_scaling = 1
-    return args
+    assert fm.run_settings(fm.parse_args(["--quick"])) != fm.run_settings(fm.parse_args([]))
 
 
 @pytest.mark.parametrize("environ, error", [

@@ -119,9 +119,7 @@ def test_runs_from_before_the_recorded_peaks_are_told_apart():
     old = {"settings": {"epochs": 12, "lr_scale": 2.0}}
     assert fm.settings_of(old)["adam_peak_lr"] == pytest.approx(4e-3)
     assert fm.settings_of(old)["sgd_peak_lr"] == pytest.approx(0.1)
-    args = fm.parse_args([])
-    args.replica_scaling = 1
-    now = fm.run_settings(args)
+    now = fm.run_settings(fm.parse_args([]))
     assert now["adam_peak_lr"] == fm.PEAK_LR["adam"] and now["sgd_peak_lr"] == fm.PEAK_LR["sgd"]
     recorded = {k: v for k, v in now.items() if k not in ("adam_peak_lr", "sgd_peak_lr")}
     with pytest.raises(fm.UsageError, match=r"--adam-peak-lr 0.002 \(now 0.004\)"):
