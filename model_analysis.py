@@ -6,10 +6,11 @@ conf(B_b)|, and the negative log-likelihood. Shift robustness (Zhang 2019, "Maki
 Convolutional Networks Shift-Invariant Again"): test accuracy with the images shifted by
 1-3 pixels in the eight directions (zero fill), and consistency, how often two random
 shifts of one image get the same predicted class. Grad-CAM (Selvaraju et al. 2017): the
-class-score gradient-weighted activation map of a conv layer.
+class-score gradient-weighted activation map of a conv layer. figure_data: everything the
+best run's model-dependent figures draw (kernels, activation maps, mistakes, Grad-CAM).
 
 Computing only: arrays and dicts in, arrays and dicts out; the figures are drawn by
-visualization_utils. Every run gets the same shifts (a fixed seed), so differences between
+visualization_utils, from what run_store saved. Every run gets the same shifts (a fixed seed), so differences between
 variants are paired.
 """
 
@@ -21,6 +22,11 @@ DIRECTIONS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != 
 CONSISTENCY_MAX_SHIFT = 3  # Zhang's two random shifts, each in [-3, 3]^2 pixels
 ANALYSIS_SEED = 1234
 ANALYSIS_VERSION = 2  # bump when a definition changes, so cached analyses are recomputed
+SAMPLE_INDEX = 0  # the fixed test image of the activation-map figure (an ankle boot)
+MAP_LAYERS = ("act1", "act2", "act3", "act4")
+GRADCAM_LAYER = "act4"
+GRADCAM_CLASSES = (0, 1, 2, 6, 7, 8)  # one correct example each: T-shirt, Trouser, Pullover, Shirt, Sneaker, Bag
+N_MISTAKES = 18
 
 
 def reliability_bins(probabilities, labels, bins=ECE_BINS):
@@ -124,3 +130,37 @@ def summary_metrics(analysis):
     return {"ece": analysis["ece"], "nll": analysis["nll"],
             "shift_consistency": analysis["shift_consistency"],
             **{f"shift_accuracy_{k}px": v for k, v in analysis["shift_accuracy"].items() if k != "0"}}
+
+
+def feature_maps_of(model, image, layer_names):
+    """Outputs of the named layers for one image, via a sub-model sharing the weights."""
+    import keras
+
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
+    outputs = probe.predict(np.asarray(image)[None], verbose=0)
+    return [(n, o[0]) for n, o in zip(layer_names, outputs)]
+
+
+def figure_data(model, x_test, probabilities, labels):
+    """Everything the filters, activation-map, misclassified and Grad-CAM figures draw from
+    one run's model and (TTA) test predictions. Small (~50 KB compressed), so every run keeps
+    its own and a report of runs from other sessions or machines needs no saved model."""
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities[np.arange(len(predicted)), predicted]
+    wrong = np.flatnonzero(predicted != labels)
+    mistakes = wrong[np.argsort(confidence[wrong])[::-1][:N_MISTAKES]]  # most confident first
+    right = predicted == labels
+    correct = [np.flatnonzero(right & (labels == c))[0] for c in GRADCAM_CLASSES
+               if np.any(right & (labels == c))]
+    explained = np.array(correct + list(mistakes[:6]), dtype=np.int64)
+    data = {"kernels": model.get_layer("conv1").get_weights()[0],
+            "sample_label": np.int64(labels[SAMPLE_INDEX]),
+            "gradcam_heatmaps": gradcam(model, x_test[explained], GRADCAM_LAYER,
+                                        predicted[explained]).astype(np.float32)}
+    for name, maps in feature_maps_of(model, x_test[SAMPLE_INDEX], MAP_LAYERS):
+        data[f"map_{name}"] = maps.astype(np.float16)
+    for group, index in (("mistakes", mistakes), ("gradcam", explained)):
+        data.update({f"{group}_index": index, f"{group}_label": labels[index],
+                     f"{group}_predicted": predicted[index],
+                     f"{group}_confidence": confidence[index].astype(np.float32)})
+    return data

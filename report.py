@@ -3,23 +3,77 @@
 
 write_report reads what the runner saved (metrics.json, histories, and the best run's
 figures.npz: what its model-dependent figures draw), computes the statistics and calls
-visualization_utils to draw them; it never trains, so `--report-only` rebuilds everything from
-saved runs -- also without their saved models, which stay out of git.
+visualization_utils to draw them; it never trains and never loads a model, so `--report-only`
+rebuilds everything from saved runs -- also without their saved models, which stay out of
+git. The page is one list of Sections, rendered once to Markdown and once to HTML.
 """
 
 import base64
+import dataclasses
 import html
+import re
 from pathlib import Path
 
 import numpy as np
 
 import factor_analysis as fa
-import model_analysis
-from run_store import LabError, atomic_save_npz, atomic_write, format_seconds
-from visualization_utils import (SAMPLE_INDEX, plot_activation_maps, plot_calibration,
-                                 plot_confusion_matrix, plot_factor_effects, plot_filters,
-                                 plot_gradcam, plot_misclassified, plot_per_class_accuracy,
+from data import CLASS_NAMES
+from model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
+from models import DISPLAY, FACTORS
+from run_store import atomic_write, format_seconds, load_figure_data
+from visualization_utils import (plot_activation_maps, plot_calibration, plot_confusion_matrix,
+                                 plot_factor_effects, plot_filters, plot_gradcam,
+                                 plot_misclassified, plot_per_class_accuracy,
                                  plot_shift_robustness, plot_training_curves, variant_label)
+
+
+@dataclasses.dataclass
+class Section:
+    """One part of the page: a heading and what follows it, in this order."""
+    title: str | None = None
+    level: int = 2
+    warnings: list = dataclasses.field(default_factory=list)
+    paragraphs: list = dataclasses.field(default_factory=list)
+    bullets: list = dataclasses.field(default_factory=list)
+    table: tuple | None = None  # (header, rows of strings)
+    figures: list = dataclasses.field(default_factory=list)  # (path, caption)
+
+
+def to_markdown(sections):
+    lines = []
+    for s in sections:
+        if s.title:
+            lines.append(f"{'#' * s.level} {s.title}\n")
+        lines += [f"> **{w}**\n" for w in s.warnings]
+        lines += [f"{p}\n" for p in s.paragraphs]
+        if s.bullets:
+            lines += [f"- {b}" for b in s.bullets] + [""]
+        if s.table:
+            lines += [markdown_table(*s.table), ""]
+        lines += [f"![{p.stem}]({p.name})\n\n{caption}\n" for p, caption in s.figures]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(sections, title):
+    page = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{HTML_STYLE}</style></head><body>"]
+    for s in sections:
+        if s.title:
+            page.append(f"<h{s.level}>{html.escape(s.title)}</h{s.level}>")
+        page += [f"<p class='warning'><b>{html.escape(w)}</b></p>" for w in s.warnings]
+        page += [f"<p>{bold(html.escape(p))}</p>" for p in s.paragraphs]
+        if s.bullets:
+            page += ["<ul>", *[f"<li>{html.escape(b)}</li>" for b in s.bullets], "</ul>"]
+        if s.table:
+            page.append(html_table(*s.table))
+        page += [figure_html(p, caption) for p, caption in s.figures]
+    page.append("</body></html>")
+    return "\n".join(page) + "\n"
+
+
+def bold(text):
+    """Markdown's **strong** as HTML's <b>."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
 
 
 def mean_over_seeds(runs):
@@ -36,71 +90,6 @@ def mean_over_seeds(runs):
         best = 1 + int(np.argmax([row["val_accuracy"] for row in history])) if history else 1
         merged.append({**group[0], "history": history, "best_epoch": best, "n_seeds": len(group)})
     return merged
-
-
-def feature_maps_of(model, image, layer_names):
-    """Outputs of the named layers for one image, via a sub-model sharing the weights."""
-    import keras  # only the report needs Keras here
-
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
-    outputs = probe.predict(np.asarray(image)[None], verbose=0)
-    return [(n, o[0]) for n, o in zip(layer_names, outputs)]
-
-
-FIGURE_DATA = "figures.npz"  # per run: what the best run's model-dependent figures draw
-MAP_LAYERS = ("act1", "act2", "act3", "act4")
-GRADCAM_LAYER = "act4"
-GRADCAM_CLASSES = (0, 1, 2, 6, 7, 8)  # one correct example each: T-shirt, Trouser, Pullover, Shirt, Sneaker, Bag
-N_MISTAKES = 18
-
-
-def figure_data(model, x_test, probabilities, labels):
-    """Everything the filters, activation-map, misclassified and Grad-CAM figures draw from
-    one run's model and (TTA) test predictions. Small (~50 KB compressed), so every run keeps
-    its own and a report of runs from other sessions or machines needs no saved model."""
-    predicted = probabilities.argmax(axis=1)
-    confidence = probabilities[np.arange(len(predicted)), predicted]
-    wrong = np.flatnonzero(predicted != labels)
-    mistakes = wrong[np.argsort(confidence[wrong])[::-1][:N_MISTAKES]]  # most confident first
-    right = predicted == labels
-    correct = [np.flatnonzero(right & (labels == c))[0] for c in GRADCAM_CLASSES
-               if np.any(right & (labels == c))]
-    explained = np.array(correct + list(mistakes[:6]), dtype=np.int64)
-    data = {"kernels": model.get_layer("conv1").get_weights()[0],
-            "sample_label": np.int64(labels[SAMPLE_INDEX]),
-            "gradcam_heatmaps": model_analysis.gradcam(model, x_test[explained], GRADCAM_LAYER,
-                                                       predicted[explained]).astype(np.float32)}
-    for name, maps in feature_maps_of(model, x_test[SAMPLE_INDEX], MAP_LAYERS):
-        data[f"map_{name}"] = maps.astype(np.float16)
-    for group, index in (("mistakes", mistakes), ("gradcam", explained)):
-        data.update({f"{group}_index": index, f"{group}_label": labels[index],
-                     f"{group}_predicted": predicted[index],
-                     f"{group}_confidence": confidence[index].astype(np.float32)})
-    return data
-
-
-def save_figure_data(run_dir, model, x_test, probabilities, labels):
-    atomic_save_npz(Path(run_dir) / FIGURE_DATA, **figure_data(model, x_test, probabilities, labels))
-
-
-def ensure_figure_data(run_dir, x_test, load_model):
-    """Runs from before figures.npz existed get it from their saved model and predictions, once."""
-    run_dir = Path(run_dir)
-    if (run_dir / FIGURE_DATA).exists():
-        return
-    if not (run_dir / "model.keras").exists():
-        raise LabError(f"{run_dir}: neither {FIGURE_DATA} nor model.keras is there to draw "
-                       "the best run's figures from")
-    with np.load(run_dir / "predictions.npz") as saved:
-        save_figure_data(run_dir, load_model(run_dir / "model.keras"), x_test,
-                         saved["probabilities"], saved["labels"])
-
-
-def load_figure_data(run_dir, x_test, load_model):
-    """A run's figures.npz as a dict, computed first where it is missing."""
-    ensure_figure_data(run_dir, x_test, load_model)
-    with np.load(Path(run_dir) / FIGURE_DATA) as saved:
-        return dict(saved)
 
 
 def results_rows(runs):
@@ -247,7 +236,7 @@ def statistics_sections(runs, factors, display):
     n_seeds = len({r["seed"] for r in ok})
     tables = [("Variants over seeds",
                f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean, "
-               f"clipped at 0 (and 100%) where the metric ends] over {n_seeds} seed(s); best "
+               f"clipped at 0 (and 100%) where the metric ends] over {n_seeds} seed{'s' * (n_seeds != 1)}; best "
                "mean test accuracy first.",
                ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
                [[e["name"], str(e["n"]), pm(e["test_accuracy"]), pm(e["val_accuracy"]),
@@ -323,7 +312,8 @@ def beyond_accuracy(ok, factors, display, output_dir):
          [[e["name"], str(e["n"]), pm(e["ece"]), pm(e["nll"], 1, 4, ""), pm(e["test_accuracy"])]
           for e in sorted(summary, key=lambda e: e["ece"]["mean"])]),
         ("Shift robustness",
-         f"Test accuracy with the images shifted by 1-3 pixels (mean over the eight directions, "
+         f"Test accuracy with every image shifted by 1-3 pixels in one of the eight directions, "
+         f"drawn at random per image (an unbiased estimate of the mean over the directions; "
          f"zero fill, no test-time flips) and consistency (Zhang 2019: how often two random "
          f"shifts of up to 3 px give the same class), {over}.",
          ["variant", "unshifted", "1 px", "2 px", "3 px", "consistency"],
@@ -354,19 +344,32 @@ def beyond_accuracy(ok, factors, display, output_dir):
     return tables, sentences, figures
 
 
-def write_report(output_dir, runs, load_model, x_test, class_names, factors, display):
+def progress_warning(progress):
+    """A sentence for the top of a report drawn while its grid still runs."""
+    if progress and progress[0] < progress[1]:
+        return (f"Grid in progress: {progress[0]} of {progress[1]} runs finished. This report "
+                "is redrawn after every run; its comparisons cover the finished runs only.")
+    return None
+
+
+def table_section(table, level=2):
+    title, intro, header, rows = table
+    return Section(title, level, paragraphs=[intro], table=(header, rows))
+
+
+def write_report(output_dir, runs, x_test, progress=None):
     """Every figure, report.html and summary.md from saved runs; returns the figure paths.
 
     runs: the runner's metrics records, best validation accuracy first, each with its
-    run_dir and history. load_model: path -> Keras model. x_test: test images.
-    factors: {factor: (first level, second level)}; display: level -> label.
+    run_dir and history. x_test: the test images (the best run's figures show some).
+    progress: (finished, planned) runs while a grid is still running, for the page's top.
     """
-    output_dir = Path(output_dir)
+    output_dir, class_names, factors, display = Path(output_dir), CLASS_NAMES, FACTORS, DISPLAY
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
         return []
     best = ok[0]
-    drawn = load_figure_data(best["run_dir"], x_test, load_model)
+    drawn = load_figure_data(best["run_dir"])
     mistakes, explained = drawn["mistakes_index"], drawn["gradcam_index"]
     tag = best["name"]
     best_title = f"{best['name']} (seed {best['seed']}; best on validation)"
@@ -408,6 +411,14 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
                             output_dir / f"{tag}_misclassified.png", best_title),
          "The test images the best model gets wrong with the highest confidence, with the "
          "true class, the predicted class and the model's confidence."),
+        (plot_gradcam(x_test[explained], drawn["gradcam_heatmaps"], drawn["gradcam_label"],
+                      drawn["gradcam_predicted"], drawn["gradcam_confidence"], class_names,
+                      output_dir / f"{tag}_gradcam.png",
+                      f"{best_title}\nGrad-CAM for the predicted class at {GRADCAM_LAYER} (the last "
+                      f"of the four 3x3 conv layers, after batch norm and activation, 14x14)"),
+         f"Where {best['name']} looks: Grad-CAM heat maps (Selvaraju et al. 2017) of the "
+         f"predicted class at layer {GRADCAM_LAYER}, for correctly classified images (green "
+         "titles) and the most confident mistakes (red). Warm regions raised the class score."),
         (plot_per_class_accuracy({k: np.mean(v, axis=0) for k, v in recalls.items()},
                                  class_names, output_dir / "per_class_accuracy.png",
                                  *([f"Per-class test accuracy of every variant, mean over {n_seeds} "
@@ -415,15 +426,6 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
                                    if n_seeds > 1 else [])),
          f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
     ]
-    figures.insert(5, (
-        plot_gradcam(x_test[explained], drawn["gradcam_heatmaps"], drawn["gradcam_label"],
-                     drawn["gradcam_predicted"], drawn["gradcam_confidence"], class_names,
-                     output_dir / f"{tag}_gradcam.png",
-                     f"{best_title}\nGrad-CAM for the predicted class at {GRADCAM_LAYER} (the last "
-                     f"of the four 3x3 conv layers, after batch norm and activation, 14x14)"),
-        f"Where {best['name']} looks: Grad-CAM heat maps (Selvaraju et al. 2017) of the "
-        f"predicted class at layer {GRADCAM_LAYER}, for correctly classified images (green "
-        "titles) and the most confident mistakes (red). Warm regions raised the class score."))
     tables, effects, pair_effects, points = statistics_sections(runs, factors, display)
     beyond_tables, beyond_lines, beyond_figures = beyond_accuracy(ok, factors, display, output_dir)
     if effects:
@@ -435,59 +437,26 @@ def write_report(output_dir, runs, load_model, x_test, class_names, factors, dis
             "test accuracy per seed (points) with its mean and interval."))
     effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
 
-    results = results_rows(runs)
-    report = classification_rows(best["classification_report"], class_names)
-    settings = settings_rows(best)
-    warning = smoke_check_warning(best.get("settings", {}))
-    summary = ["# Fashion-MNIST CNN design-choice lab: results\n"]
-    if warning:
-        summary += [f"> **{warning}**\n"]
-    summary += [f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
-                f"{100 * best['test_accuracy']:.2f}%.\n", compute_sentence(runs) + "\n",
-                "## Settings\n", markdown_table(*settings), ""]
-    if effect_lines:
-        summary += ["## What the data support\n", *[f"- {line}" for line in effect_lines], ""]
-    for title, intro, header, rows in tables:
-        summary += [f"## {title}\n", intro + "\n", markdown_table(header, rows), ""]
+    warnings = [w for w in (progress_warning(progress), smoke_check_warning(best.get("settings", {})))
+                if w]
+    sections = [
+        Section("Fashion-MNIST CNN design-choice lab: results", 1, warnings, [
+            f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
+            f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(runs)]),
+        Section("Settings", table=settings_rows(best)),
+        *([Section("What the data support", bullets=effect_lines)] if effect_lines else []),
+        *[table_section(t) for t in tables]]
     if beyond_tables:
-        summary += ["## Beyond accuracy: calibration and shift robustness\n", BEYOND_INTRO + "\n",
-                    *[f"- {line}" for line in beyond_lines], ""]
-        for title, intro, header, rows in beyond_tables:
-            summary += [f"### {title}\n", intro + "\n", markdown_table(header, rows), ""]
-        summary += [f"![{p.stem}]({p.name})\n\n{caption}\n" for p, caption in beyond_figures]
-    summary += ["## Runs (best validation accuracy first)\n", markdown_table(*results), "",
-                f"## Classification report of {best['name']} (seed {best['seed']})\n",
-                markdown_table(*report), "", "## Figures\n"]
-    summary += [f"![{p.stem}]({p.name})\n\n{caption}\n" for p, caption in figures]
-    atomic_write(output_dir / "summary.md", "\n".join(summary) + "\n")
-
-    page = [f"<!doctype html><html><head><meta charset='utf-8'><title>Fashion-MNIST CNN lab"
-            f"</title><style>{HTML_STYLE}</style></head><body>",
-            "<h1>Fashion-MNIST CNN design-choice lab</h1>",
-            *([f"<p class='warning'><b>{html.escape(warning)}</b></p>"] if warning else []),
-            f"<p>Best on validation: <b>{html.escape(best['name'])}</b> (seed {best['seed']}), "
-            f"test accuracy {100 * best['test_accuracy']:.2f}%.</p>",
-            f"<p>{html.escape(compute_sentence(runs))}</p>",
-            "<h2>Settings</h2>", html_table(*settings)]
-    if effect_lines:
-        page += ["<h2>What the data support</h2><ul>",
-                 *[f"<li>{html.escape(line)}</li>" for line in effect_lines], "</ul>"]
-    for title, intro, header, rows in tables:
-        page += [f"<h2>{html.escape(title)}</h2><p>{html.escape(intro)}</p>", html_table(header, rows)]
-    if beyond_tables:
-        page += ["<h2>Beyond accuracy: calibration and shift robustness</h2>",
-                 f"<p>{html.escape(BEYOND_INTRO)}</p><ul>",
-                 *[f"<li>{html.escape(line)}</li>" for line in beyond_lines], "</ul>"]
-        for title, intro, header, rows in beyond_tables:
-            page += [f"<h3>{html.escape(title)}</h3><p>{html.escape(intro)}</p>", html_table(header, rows)]
-        page += [figure_html(p, c) for p, c in beyond_figures]
-    page += ["<h2>Runs</h2><p>Sorted by validation accuracy, which chose the best model; the "
-             "test set was used only for these final numbers.</p>", html_table(*results),
-             f"<h2>Classification report of {html.escape(best['name'])}</h2>", html_table(*report),
-             "<h2>Figures</h2>"]
-    page += [figure_html(p, c) for p, c in figures]
-    page.append("</body></html>")
-    atomic_write(output_dir / "report.html", "\n".join(page) + "\n")
+        sections += [Section("Beyond accuracy: calibration and shift robustness",
+                             paragraphs=[BEYOND_INTRO], bullets=beyond_lines),
+                     *[table_section(t, level=3) for t in beyond_tables],
+                     Section(figures=beyond_figures)]
+    sections += [Section("Runs (best validation accuracy first)", table=results_rows(runs)),
+                 Section(f"Classification report of {best['name']} (seed {best['seed']})",
+                         table=classification_rows(best["classification_report"], class_names)),
+                 Section("Figures", figures=figures)]
+    atomic_write(output_dir / "summary.md", to_markdown(sections))
+    atomic_write(output_dir / "report.html", to_html(sections, "Fashion-MNIST CNN lab"))
     return [p for p, _ in figures + beyond_figures]
 
 

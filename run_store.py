@@ -1,9 +1,11 @@
-"""Where runs live on disk: atomic writes, resumable histories, the combined results table.
+"""Where runs live on disk: the run folder, atomic writes, resumable histories, the results
+table.
 
-Every run of the grid owns one folder, OUTPUT_DIR/runs/<variant>/seed<S>/, and is finished
-when its metrics.json exists. Nothing here knows about models: the runner trains, this
-module makes what it writes survive kill -9 and lets several workers share one folder, each
-taking the slice of the grid its --shard, Slurm array index or Kubernetes Job index gives it.
+Every run of the grid owns one folder, OUTPUT_DIR/runs/<variant>/seed<S>/ (run_dir), and is
+finished when its metrics.json exists; this module alone names the files in it. Nothing here
+knows about models beyond saving one: the runner trains, this module makes what it writes
+survive kill -9 and lets several workers share one folder, each taking the slice of the grid
+its --shard, Slurm array index or Kubernetes Job index gives it.
 """
 
 import argparse
@@ -19,18 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import UsageError
 
-class LabError(Exception):
-    """A problem the user can fix; the CLI prints its one-line message and exits 2."""
+# The files of a run folder
+SETTINGS = "settings.json"        # the Recipe, written when the run starts
+HISTORY = "history.csv"           # one row per finished epoch (CSVLogger): the commit point
+METRICS = "metrics.json"          # the record of a finished (or failed) run, written last
+MODEL = "model.keras"             # the evaluated model
+PREDICTIONS = "predictions.npz"   # test probabilities and labels
+FIGURE_DATA = "figures.npz"       # what the best run's model-dependent figures draw
+BACKUP = "backup"                 # BackupAndRestore's folder
+TENSORBOARD = "tensorboard"
+CHECKPOINT_PATTERN = "best-epoch{epoch:03d}.keras"  # Keras fills in the 1-based epoch
 
 
-class DataError(LabError):
-    """Missing or malformed data: the message names the file and what is wrong."""
-
-
-class UsageError(LabError):
-    """Settings, folders or a shard environment that cannot work together: the message names
-    the setting and what to do."""
+def run_dir(output_dir, name, seed):
+    return Path(output_dir) / "runs" / name / f"seed{seed}"
 
 
 def temp_file_beside(path, prefix, suffix):
@@ -83,9 +89,6 @@ RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "seed", "st
                   "shift_consistency", "shift_accuracy_1px", "shift_accuracy_3px", "train_seconds"]
 
 
-CHECKPOINT_PATTERN = "best-epoch{epoch:03d}.keras"  # Keras fills in the 1-based epoch
-
-
 def checkpoint_path(run_dir, epoch):
     return Path(run_dir) / CHECKPOINT_PATTERN.format(epoch=epoch)
 
@@ -124,7 +127,7 @@ def prepare_resume(run_dir, epochs):
     are deleted; when no consistent state exists, the run starts over.
     """
     run_dir = Path(run_dir)
-    history_path, backup = run_dir / "history.csv", run_dir / "backup"
+    history_path, backup = run_dir / HISTORY, run_dir / BACKUP
     rows, note = read_history(history_path), None
     if len(rows) >= epochs:
         keep = len(rows)  # training finished; only evaluation was interrupted
@@ -193,18 +196,20 @@ def run_order(run):
 def finished_runs(output_dir):
     """metrics.json of every finished (or failed) run under output_dir/runs, best first."""
     runs = []
-    for path in Path(output_dir).glob("runs/*/seed*/metrics.json"):
+    for path in Path(output_dir).glob(f"runs/*/seed*/{METRICS}"):
         run = json.loads(path.read_text())
-        run.update(run_dir=str(path.parent), history=read_history(path.parent / "history.csv"))
+        run.update(run_dir=str(path.parent), history=read_history(path.parent / HISTORY))
         runs.append(run)
     return sorted(runs, key=run_order)
 
 
 def settings_of(run):
-    """A run's settings, with those added later at the value runs from before them had."""
+    """A run's settings, with those added later at the value runs from before them had (the
+    warm-up and SGD's momentum and decay were fixed before they became settings)."""
     settings = {"replica_scaling": 1, "bn_momentum": 0.99, "bn_stat_images": 0, "shift_images": 10000,
                 "label_smoothing": 0.0, "ema": 0.0, "translate": 0, "adamw_weight_decay": 1e-4,
-                **run.get("settings", {})}
+                "warmup_epochs": 1, "sgd_momentum": 0.9, "sgd_weight_decay": 5e-4,
+                "test_images": None, **run.get("settings", {})}
     if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
         settings["replica_scaling"] = settings.pop("replicas")
     for optimizer, peak in (("adam", 2e-3), ("sgd", 0.05)):  # the peaks before they were recorded
@@ -305,3 +310,66 @@ def shard_from_environment(shard, shard_count, environ):
         raise UsageError(f"shard {index} from {source} is not within 0..{count - 1} (arrays must be "
                         "contiguous, e.g. --array=0-7)")
     return index, count
+
+
+# ----------------------------------------------------------------------------- one run's folder
+
+def runs_to_do(planned, output_dir, settings, fresh):
+    """Which of the planned (variant, seed) runs to train: ([(variant, seed, run_dir)],
+    [(variant, seed, status)] of those skipped as finished). A finished or interrupted run
+    made with other settings is refused (UsageError); fresh deletes and retrains."""
+    todo, skipped = [], []
+    for variant, seed in planned:
+        folder = run_dir(output_dir, variant.name, seed)
+        if (folder / METRICS).exists() and not fresh:
+            done = json.loads((folder / METRICS).read_text())
+            check_same_settings(settings_of(done), settings, f"{folder} (finished)")
+            skipped.append((variant, seed, done["status"]))
+            continue
+        if (folder / SETTINGS).exists() and not fresh:  # interrupted: resume only alike
+            check_same_settings(json.loads((folder / SETTINGS).read_text()), settings,
+                                f"{folder} (interrupted)")
+        if fresh and folder.exists():
+            shutil.rmtree(folder)
+        todo.append((variant, seed, folder))
+    return todo, skipped
+
+
+def start_run_folder(folder, settings):
+    """Create a run's folder with its settings (kept as they were when resuming)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / SETTINGS).exists():
+        atomic_write(folder / SETTINGS, json.dumps(settings, indent=2) + "\n")
+
+
+def write_metrics(folder, record):
+    atomic_write(Path(folder) / METRICS, json.dumps(record, indent=2) + "\n")
+
+
+def write_finished_run(folder, record, model, probabilities, labels, figure_data):
+    """Everything a finished run keeps; metrics.json last, since it marks the run finished."""
+    save_figure_data(folder, figure_data)
+    model.save(folder / ".model.tmp.keras")  # Keras wants the .keras suffix
+    os.replace(folder / ".model.tmp.keras", folder / MODEL)
+    atomic_save_npz(folder / PREDICTIONS, probabilities=probabilities.astype(np.float32),
+                    labels=labels)
+    write_metrics(folder, record)
+
+
+def load_predictions(folder):
+    with np.load(Path(folder) / PREDICTIONS) as saved:
+        return dict(saved)
+
+
+def save_figure_data(folder, figure_data):
+    atomic_save_npz(Path(folder) / FIGURE_DATA, **figure_data)
+
+
+def load_figure_data(folder):
+    """A run's figures.npz as a dict (UsageError when it is missing)."""
+    path = Path(folder) / FIGURE_DATA
+    if not path.exists():
+        raise UsageError(f"{folder}: neither {FIGURE_DATA} nor {MODEL} is there to draw the "
+                         "best run's figures from")
+    with np.load(path) as saved:
+        return dict(saved)

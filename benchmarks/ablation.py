@@ -73,15 +73,16 @@ def finished(args, config, seed):
 def flip_tta_accuracies(args, seed, run):
     """Validation accuracy of a finished run's checkpoint without and with flip averaging."""
     sys.path.insert(0, str(ROOT))  # imported here: the orchestrator itself needs no TensorFlow
-    import fashion_mnist_cnn as fm
     import keras
 
+    from data import prepare_data
+    from training import predict
+
     settings = run["settings"]
-    data = fm.prepare_data(None, settings["subset"], settings["val_fraction"], seed)
-    x_val, y_val = data["val"]
+    x_val, y_val = prepare_data(None, settings["subset"], settings["val_fraction"], seed)["val"]
     model = keras.models.load_model(Path(run["run_dir"]) / "model.keras")
-    plain = fm.predict(model, x_val, 512, tta=False).argmax(axis=1)
-    flipped = fm.predict(model, x_val, 512, tta=True).argmax(axis=1)
+    plain = predict(model, x_val, 512, tta=False).argmax(axis=1)
+    flipped = predict(model, x_val, 512, tta=True).argmax(axis=1)
     return float((plain == y_val).mean()), float((flipped == y_val).mean())
 
 
@@ -119,7 +120,7 @@ def table(args):
     if all(base[s] and base[s]["status"] == "ok" for s in seeds):
         plain, flipped = zip(*(flip_tta_accuracies(args, s, base[s]) for s in seeds))
         diffs = [f - p for p, f in zip(plain, flipped)]
-        lines.append(f"| baseline checkpoints + flip TTA at evaluation | " +
+        lines.append("| baseline checkpoints + flip TTA at evaluation | " +
                      " | ".join(f"{100 * a:.2f}" for a in flipped) +
                      f" | {100 * statistics.mean(flipped):.2f} | "
                      f"{pp(statistics.mean(diffs))} ({', '.join(pp(d) for d in diffs)}) vs the "

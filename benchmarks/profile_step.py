@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fashion_mnist_cnn as fm  # noqa: E402
-from fashion_mnist_cnn import tf  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import training  # noqa: E402
+from data import make_dataset  # noqa: E402
+from models import Variant  # noqa: E402
 
 LAYER_KINDS = [  # (category, pattern on the layer's name), first match wins; convolutions
     ("batch norm", r"bn"),  # and pooling are told by their op types (strided "down" convs)
@@ -59,13 +62,13 @@ def category(path, op_type, model_name):
 
 
 def profile(variant, steps, batch_size):
-    fm.start_run(0, "float32")
+    training.start_run(0, "float32")
     rng = np.random.default_rng(0)
     images = rng.random((batch_size * steps, 28, 28, 1), dtype=np.float32)
     labels = rng.integers(0, 10, len(images)).astype(np.int32)
-    dataset = fm.make_dataset(images, labels, batch_size, training=True, seed=0)
-    model = fm.compiled_model(variant, tf.distribute.get_strategy(), steps,
-                              fm.Recipe(epochs=2))
+    dataset = make_dataset(images, labels, batch_size, training=True, seed=0)
+    model = training.compiled_model(variant, tf.distribute.get_strategy(), steps,
+                                    training.Recipe(epochs=2))
     model.fit(dataset, epochs=1, verbose=0)  # trace and warm up outside the profile
     logdir = tempfile.mkdtemp(prefix="profile_step_")
     tf.profiler.experimental.start(logdir)
@@ -97,7 +100,7 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     args = p.parse_args()
-    variant = fm.Variant(*args.variant)
+    variant = Variant(*args.variant)
     by_category, by_type = profile(variant, args.steps, args.batch_size)
     total = sum(by_category.values())
     print(f"{variant.name}, batch {args.batch_size}, {args.steps} profiled steps: "

@@ -26,8 +26,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fashion_mnist_cnn as fm  # noqa: E402
 import keras  # noqa: E402
+
+from data import make_dataset, prepare_data  # noqa: E402
+from models import Variant, build_model  # noqa: E402
+from training import Recipe, make_optimizer  # noqa: E402
 
 
 def training_flops_per_image(model):
@@ -51,7 +54,7 @@ def prepare(config, variant, x, y, steps):
     if config == "reference":
         keras.mixed_precision.set_dtype_policy("float32")
         batch_size = 64
-        model = fm.build_model(variant)
+        model = build_model(variant)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=False)
         data = dict(x=x[:steps * batch_size], y=y[:steps * batch_size], batch_size=batch_size)
@@ -59,12 +62,12 @@ def prepare(config, variant, x, y, steps):
         _, batch_size, precision, *options = config.split(":")
         batch_size = int(batch_size)
         keras.mixed_precision.set_dtype_policy(precision)
-        optimizer = fm.make_optimizer(variant, steps, fm.Recipe(epochs=1000))
-        model = fm.build_model(variant)
+        optimizer = make_optimizer(variant, steps, Recipe(epochs=1000))
+        model = build_model(variant)
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile="xla" in options)  # "auto": no XLA on a CPU
-        data = dict(x=fm.make_dataset(x[:steps * batch_size], y[:steps * batch_size], batch_size,
-                                      training=True, seed=0))
+        data = dict(x=make_dataset(x[:steps * batch_size], y[:steps * batch_size], batch_size,
+                                   training=True, seed=0))
     model.fit(**data, epochs=1, verbose=0)  # tracing, cache filling
     keras.mixed_precision.set_dtype_policy("float32")
     images = steps * batch_size
@@ -89,8 +92,8 @@ def main():
     p.add_argument("--peak-gflops", type=float, default=190.0,
                    help="the CPU's float32 peak, for the utilisation column (2 cores here: ~190)")
     args = p.parse_args()
-    variant = fm.Variant(*args.variant.split(","))
-    data = fm.prepare_data(None, None, 0.1, seed=0)
+    variant = Variant(*args.variant.split(","))
+    data = prepare_data(None, None, 0.1, seed=0)
     x, y = data["train"]
     prepared = {c: prepare(c, variant, x, y, args.steps) for c in args.configs}
     images_per_s = {c: [] for c in args.configs}

@@ -7,10 +7,13 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import require_real_data
+from conftest import TINY_NAMES, copy_of
 
 import fashion_mnist_cnn as fm
 import model_analysis as ma
+import run_store
+import training
+from models import Variant, build_model
 
 
 def one_hot_like(confidence, predicted, classes=10):
@@ -78,42 +81,55 @@ def test_a_shift_of_zero_is_the_plain_accuracy():
     rng = np.random.default_rng(1)
     images = rng.random((200, 28, 28, 1)).astype(np.float32)
     labels = rng.integers(0, 10, 200)
-    fm.start_run(0, "float32")
-    model = fm.build_model(fm.Variant("relu", "strided", "adam"))
-    predict = fm.plain_predictor(model)
+    training.start_run(0, "float32")
+    model = build_model(Variant("relu", "strided", "adam"))
+    predict = training.plain_predictor(model)
     plain = float((predict(images).argmax(axis=1) == labels).mean())
     assert ma.shift_robustness(predict, images, labels, shifts=())["accuracy"] == {"0": plain}
 
 
-def test_gradcam_maps_are_at_the_layer_resolution_and_normalised():
+def test_gradcam_maps_are_at_the_layer_resolution():
     rng = np.random.default_rng(2)
     images = rng.random((3, 28, 28, 1)).astype(np.float32)
-    fm.start_run(0, "float32")
-    model = fm.build_model(fm.Variant("leakyrelu", "maxpool", "sgd"))
+    training.start_run(0, "float32")
+    model = build_model(Variant("leakyrelu", "maxpool", "sgd"))
     maps = ma.gradcam(model, images, "act4", [0, 3, 9])
     assert maps.shape == (3, 14, 14) and maps.min() >= 0 and maps.max() <= 1
-    assert np.all(maps.max(axis=(1, 2)) == 1) or np.any(maps.max(axis=(1, 2)) == 0)
+
+
+def test_gradcam_of_a_known_model_is_the_class_evidence():
+    """act4 = the image itself (channel 0) and its negative (channel 1), global average
+    pooling, then class 0's logit reads channel 0 and class 1's channel 1. Grad-CAM's
+    channel weights are the logit's kernel / (H * W), so class 0's map is the image scaled to
+    a peak of 1, and class 1's is ReLU of minus the image: all zero, returned as zeros."""
+    inputs = keras.Input((28, 28, 1))
+    act4 = keras.layers.Conv2D(2, 1, use_bias=False, name="act4")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(act4)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="softmax")(pooled))
+    model.get_layer("act4").set_weights([np.array([1.0, -1.0], np.float32).reshape(1, 1, 1, 2)])
+    kernel = np.zeros((2, 10), np.float32)
+    kernel[0, 0] = kernel[1, 1] = 1.0
+    model.get_layer("softmax").set_weights([kernel, np.zeros(10, np.float32)])
+    image = np.random.default_rng(3).random((1, 28, 28, 1)).astype(np.float32)
+    maps = ma.gradcam(model, np.concatenate([image, image]), "act4", [0, 1])
+    np.testing.assert_allclose(maps[0], image[0, :, :, 0] / image.max(), rtol=1e-5)
+    assert np.all(maps[1] == 0) and np.all(np.isfinite(maps))
 
 
 # ----------------------------------------------------------------------------- end to end
 
-@pytest.fixture(scope="module")
-def analysed_run(tmp_path_factory):
-    require_real_data()
-    out = tmp_path_factory.mktemp("analysis")
-    assert fm.main(["--subset", "600", "--shift-images", "500", "--epochs", "1", "--batch-size", "32",
-                    "--activation", "relu", "--downsampling", "maxpool", "strided",
-                    "--optimizer", "sgd", "--output-dir", str(out)]) == 0
-    return out
-
-
-def test_every_run_stores_its_analysis(analysed_run):
-    for name in ("CNN_ReLU_MaxPool_SGD", "CNN_ReLU_Strided_SGD"):
-        record = json.loads((analysed_run / "runs" / name / "seed0" / "metrics.json").read_text())
+def test_every_run_stores_its_analysis(tiny_grid):
+    analysed_run = tiny_grid[0]
+    for name in TINY_NAMES:
+        run_dir = run_store.run_dir(analysed_run, name, 0)
+        record = json.loads((run_dir / run_store.METRICS).read_text())
         analysis = record["analysis"]
-        assert analysis["version"] == ma.ANALYSIS_VERSION
-        assert 0 <= record["ece"] <= 1 and record["nll"] == pytest.approx(record["test_loss"], rel=1e-3)
-        assert sum(analysis["reliability"]["count"]) == 10000
+        assert analysis["version"] == ma.ANALYSIS_VERSION and analysis["shift_images"] == 512
+        saved = run_store.load_predictions(run_dir)  # the stored ECE is that of the predictions
+        assert record["ece"] == pytest.approx(ma.expected_calibration_error(
+            ma.reliability_bins(saved["probabilities"], saved["labels"])), abs=1e-12)
+        assert record["nll"] == pytest.approx(record["test_loss"], rel=1e-3)
+        assert sum(analysis["reliability"]["count"]) == 1024
         assert set(analysis["shift_accuracy"]) == {"0", "1", "2", "3"}
         assert 0 < record["shift_consistency"] <= 1
         assert record["shift_accuracy_1px"] == analysis["shift_accuracy"]["1"]
@@ -121,7 +137,8 @@ def test_every_run_stores_its_analysis(analysed_run):
     assert all(r["ece"] is not None and r["shift_consistency"] is not None for r in rows)
 
 
-def test_analysis_figures_are_drawn_and_embedded(analysed_run):
+def test_analysis_figures_are_drawn_and_embedded(tiny_grid):
+    analysed_run = tiny_grid[0]
     best = json.loads((analysed_run / "results.json").read_text())[0]["name"]
     for name in ("calibration.png", "shift_robustness.png", f"{best}_gradcam.png"):
         pixels = matplotlib.image.imread(analysed_run / name)
@@ -134,8 +151,10 @@ def test_analysis_figures_are_drawn_and_embedded(analysed_run):
     assert "<h3>Calibration</h3>" in page and "alt='calibration'" in page and "alt='shift_robustness'" in page
 
 
-def test_report_only_computes_a_missing_analysis_once_and_caches_it(analysed_run, monkeypatch):
-    path = analysed_run / "runs/CNN_ReLU_Strided_SGD/seed0/metrics.json"
+def test_report_only_computes_a_missing_analysis_once_and_caches_it(tiny_grid, tmp_path,
+                                                                    monkeypatch):
+    analysed_run = copy_of(tiny_grid[0], tmp_path / "grid")
+    path = run_store.run_dir(analysed_run, TINY_NAMES[1], 0) / run_store.METRICS
     record = json.loads(path.read_text())
     expected = record["ece"], record["shift_consistency"]
     path.write_text(json.dumps({k: v for k, v in record.items()
@@ -150,7 +169,8 @@ def test_report_only_computes_a_missing_analysis_once_and_caches_it(analysed_run
     assert calls == []  # cached: nothing recomputed
 
 
-def test_hparams_read_back_with_tensorboards_reader(analysed_run):
+def test_hparams_read_back_with_tensorboards_reader(tiny_grid):
+    analysed_run = tiny_grid[0]
     import tensorflow as tf
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.plugins.hparams import metadata
@@ -162,14 +182,14 @@ def test_hparams_read_back_with_tensorboards_reader(analysed_run):
     assert {h.name for h in experiment.hparam_infos} >= {"activation", "downsampling", "optimizer", "seed"}
     assert {m.name.tag for m in experiment.metric_infos} >= {"test_accuracy", "ece", "shift_consistency"}
 
-    run_dir = analysed_run / "runs/CNN_ReLU_MaxPool_SGD/seed0"
+    run_dir = run_store.run_dir(analysed_run, "CNN_ReLU_MaxPool_Adam", 0)
     session = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"),
                                                  size_guidance={event_accumulator.TENSORS: 0})
     session.Reload()
     start = metadata.parse_session_start_info_plugin_data(
         session.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG])
     assert start.hparams["downsampling"].string_value == "maxpool"
-    assert start.hparams["epochs"].number_value == 1
+    assert start.hparams["epochs"].number_value == 2
     record = json.loads((run_dir / "metrics.json").read_text())
     for tag in ("test_accuracy", "ece", "shift_consistency"):
         (event,) = session.Tensors(tag)[-1:]

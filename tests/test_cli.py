@@ -1,41 +1,26 @@
-"""The CLI end to end on a tiny subset of the real data: outputs, resume, report, errors."""
+"""The CLI end to end on a tiny grid of the real data: outputs, progress, resume, report, errors."""
 
 import csv
+import html
 import json
-import os
+import re
 import shutil
-import subprocess
-import sys
 
 import keras
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import ROOT, require_real_data
+from conftest import TINY_GRID, TINY_NAMES, WORKER_GRID, copy_of
 
 import fashion_mnist_cnn as fm
+import report
+import run_store
+from data import prepare_test_images
+from training import predict
 
-TINY = ["--subset", "400", "--shift-images", "500", "--epochs", "2", "--batch-size", "64",
-        "--activation", "relu", "--downsampling", "maxpool", "strided", "--optimizer", "adam"]
-NAMES = ["CNN_ReLU_MaxPool_Adam", "CNN_ReLU_Strided_Adam"]
 FIGURES = ["model_comparison.png", "per_class_accuracy.png", "factor_effects.png",
            "calibration.png", "shift_robustness.png"]
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "fashion_mnist_cnn.py"), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One real two-variant run through the CLI, shared by the tests below."""
-    require_real_data()
-    out = tmp_path_factory.mktemp("tiny")
-    result = run_cli(*TINY, "--output-dir", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result
+RUNS = [(name, seed) for seed in (0, 1) for name in TINY_NAMES]
 
 
 def best_name(out):
@@ -49,51 +34,66 @@ def figure_paths(out):
                                                  "misclassified", "gradcam")]
 
 
-def test_results_table_has_one_row_per_run(tiny_run):
-    out, result = tiny_run
+def test_results_table_has_one_row_per_run(tiny_grid):
+    out, stdout, _ = tiny_grid
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["name"] for r in rows) == NAMES
-    assert set(fm.RESULT_COLUMNS) <= set(rows[0])
+    assert sorted((r["name"], int(r["seed"])) for r in rows) == sorted(RUNS)
+    assert list(rows[0]) == run_store.RESULT_COLUMNS
     for row in rows:
-        assert row["status"] == "ok" and row["epochs_run"] == "2" and row["seed"] == "0"
-        assert 0 <= float(row["test_accuracy"]) <= 1 and float(row["test_loss"]) > 0
+        assert row["status"] == "ok" and row["epochs_run"] == "2"
+        # 576 training images, 2 epochs: far from done, far above chance (10%)
+        assert 0.3 < float(row["test_accuracy"]) < 0.95 and float(row["test_loss"]) > 0
         assert int(row["trainable_params"]) < 1_000_000
-    assert json.loads((out / "results.json").read_text())[0]["val_accuracy"] >= float(rows[1]["val_accuracy"])
-    assert "[1/2] CNN_ReLU_MaxPool_Adam seed 0" in result.stdout
-    assert "[2/2] CNN_ReLU_Strided_Adam seed 0 (elapsed" in result.stdout
+    accuracies = [float(r["val_accuracy"]) for r in rows]
+    assert accuracies == sorted(accuracies, reverse=True)  # best on validation first
+    assert "[1/4] CNN_ReLU_MaxPool_Adam seed 0" in stdout
+    assert "[4/4] CNN_ReLU_Strided_Adam seed 1 (elapsed" in stdout
     # Keras' per-epoch lines, not a redrawn progress bar, when stdout is not a terminal
-    assert "Epoch 2/2" in result.stdout and "\r" not in result.stdout and "━" not in result.stdout
+    assert "Epoch 2/2" in stdout and "\r" not in stdout and "━" not in stdout
 
 
-def test_run_folder_holds_everything(tiny_run):
-    out, _ = tiny_run
-    for name in NAMES:
-        run_dir = out / "runs" / name / "seed0"
-        for f in ("model.keras", "history.csv", "metrics.json", "predictions.npz"):
+def test_the_report_is_redrawn_after_every_run_while_the_grid_runs(tiny_grid):
+    """The first comparison is on screen after the first run, not after the grid; a kill
+    during a later run leaves the report of the finished ones."""
+    _, _, drawn = tiny_grid
+    assert [progress for progress, _, _ in drawn] == [(1, 4), (2, 4), (3, 4), None]
+    for (_, top, page_written), k in zip(drawn[:3], (1, 2, 3)):
+        assert f"Grid in progress: {k} of 4 runs finished" in top and page_written
+    assert "Grid in progress" not in drawn[-1][1]
+
+
+def test_run_folder_holds_everything(tiny_grid):
+    out, _, _ = tiny_grid
+    for name, seed in RUNS:
+        run_dir = run_store.run_dir(out, name, seed)
+        for f in (run_store.MODEL, run_store.HISTORY, run_store.METRICS, run_store.PREDICTIONS,
+                  run_store.SETTINGS, run_store.FIGURE_DATA):
             assert (run_dir / f).is_file(), f
-        assert any((run_dir / "tensorboard").rglob("events.out.tfevents*"))
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert np.array(metrics["confusion_matrix"]).sum() == 10000
-        assert "Shirt" in metrics["classification_report"]
-        assert len(fm.read_history(run_dir / "history.csv")) == 2
+        assert any((run_dir / run_store.TENSORBOARD).rglob("events.out.tfevents*"))
+        assert not (run_dir / run_store.BACKUP).exists()  # removed by Keras when fit ends
+        metrics = json.loads((run_dir / run_store.METRICS).read_text())
+        assert np.array(metrics["confusion_matrix"]).sum() == 1024  # --test-images 1024
+        assert metrics["classification_report"]["Shirt"]["support"] == np.sum(
+            np.array(metrics["confusion_matrix"])[6])
+        assert len(run_store.read_history(run_dir / run_store.HISTORY)) == 2
+        assert run_store.checkpoint_epochs(run_dir) == [metrics["best_epoch"]]
 
 
-def test_saved_model_predicts_as_before_saving(tiny_run):
-    out, _ = tiny_run
-    run_dir = out / "runs" / NAMES[0] / "seed0"
-    model = keras.models.load_model(run_dir / "model.keras")
-    saved = np.load(run_dir / "predictions.npz")
-    x_test = fm.prepare_test_images(None)
-    probabilities = fm.predict(model, x_test, 256, tta=True)
+def test_saved_model_predicts_as_before_saving(tiny_grid):
+    out, _, _ = tiny_grid
+    run_dir = run_store.run_dir(out, TINY_NAMES[0], 0)
+    model = keras.models.load_model(run_dir / run_store.MODEL)
+    saved = np.load(run_dir / run_store.PREDICTIONS)
+    probabilities = predict(model, prepare_test_images(None)[:1024], 256, tta=True)
     # float32 here; mixed precision (a GPU's default) rounds differently in other batch sizes
-    precision = json.loads((run_dir / "metrics.json").read_text())["settings"]["precision"]
+    precision = json.loads((run_dir / run_store.METRICS).read_text())["settings"]["precision"]
     np.testing.assert_allclose(probabilities, saved["probabilities"],
                                atol=1e-5 if precision == "float32" else 2e-2)
 
 
-def test_figures_are_real_pngs(tiny_run):
-    out, _ = tiny_run
+def test_figures_are_real_pngs(tiny_grid):
+    out, _, _ = tiny_grid
     for path in figure_paths(out):
         assert path.stat().st_size > 20_000, path
         pixels = matplotlib.image.imread(path)
@@ -101,39 +101,48 @@ def test_figures_are_real_pngs(tiny_run):
         assert pixels[..., :3].std() > 0.05, f"{path} looks blank"
 
 
-def test_report_html_is_self_contained(tiny_run):
-    out, _ = tiny_run
+def test_report_html_is_self_contained(tiny_grid):
+    out, _, _ = tiny_grid
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(figure_paths(out))
     assert "http://" not in page and "https://" not in page and "<img src='figures" not in page
-    for name in NAMES:
+    for name in TINY_NAMES:
         assert name in page
-    assert "precision" in page and "Ankle boot" in page
+    assert "precision" in page and "Ankle boot" in page and "<b>" in page and "**" not in page
     summary = (out / "summary.md").read_text()
-    assert "| variant |" in summary and all(name in summary for name in NAMES)
+    assert "| variant |" in summary and all(name in summary for name in TINY_NAMES)
     # a subset run says on top that it is a smoke check; its settings are a table
     assert summary.index("Smoke check of the pipeline, not results") < summary.index("Best on")
-    assert "| epochs | 2 |" in summary and "| subset | 400 |" in summary
+    assert "| epochs | 2 |" in summary and "| subset | 640 |" in summary
     assert "Smoke check of the pipeline" in page and "{'epochs'" not in page
+    # the page and the summary are one list of sections: the same headings in the same order
+    assert ([line.split(" ", 1)[1] for line in summary.splitlines() if line.startswith("#")]
+            == [html.unescape(h) for h in re.findall(r"<h\d>(.*?)</h\d>", page)])
 
 
-def test_rerun_skips_finished_runs(tiny_run):
-    out, _ = tiny_run
-    result = run_cli(*TINY, "--output-dir", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("skip ") == 2 and "Epoch" not in result.stdout
+def test_rerun_skips_finished_runs(tiny_grid, capsys):
+    out = tiny_grid[0]
+    before = (out / "results.csv").read_text()
+    assert fm.main([*TINY_GRID, "--no-report", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("skip ") == 4 and "Epoch" not in printed
+    assert "tensorflow backend on" in printed.splitlines()[0]
+    assert (out / "results.csv").read_text() == before
 
 
-def test_other_settings_are_refused_not_mixed(tiny_run):
-    out, _ = tiny_run
-    result = run_cli(*TINY[:5], "3", *TINY[6:], "--output-dir", str(out))  # --epochs 3
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: ") and "--fresh" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_other_settings_are_refused_not_mixed(tiny_grid, capsys):
+    out, _, _ = tiny_grid
+    epochs = TINY_GRID.index("--epochs") + 1
+    before = (out / "results.csv").read_text()
+    assert fm.main([*TINY_GRID[:epochs], "3", *TINY_GRID[epochs + 1:], "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--fresh" in err and "--epochs 2 (now 3)" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (out / "results.csv").read_text() == before
 
 
-def test_report_only_redraws_without_training(tiny_run, monkeypatch):
-    out, _ = tiny_run
+def test_report_only_redraws_without_training(tiny_grid, tmp_path, monkeypatch):
+    out = copy_of(tiny_grid[0], tmp_path / "grid")
     for path in figure_paths(out) + [out / "report.html"]:
         path.unlink()
 
@@ -144,16 +153,17 @@ def test_report_only_redraws_without_training(tiny_run, monkeypatch):
     assert fm.main(["--report-only", "--output-dir", str(out)]) == 0
     for path in figure_paths(out) + [out / "report.html"]:
         assert path.is_file(), path
+    assert (out / "summary.md").read_text() == (tiny_grid[0] / "summary.md").read_text()
 
 
-def test_every_run_keeps_the_data_of_its_model_figures(tiny_run):
-    out, _ = tiny_run
-    for name in NAMES:
-        run_dir = out / "runs" / name / "seed0"
-        drawn = np.load(run_dir / "figures.npz")
-        model = keras.models.load_model(run_dir / "model.keras")
+def test_every_run_keeps_the_data_of_its_model_figures(tiny_grid):
+    out, _, _ = tiny_grid
+    for name, seed in RUNS:
+        run_dir = run_store.run_dir(out, name, seed)
+        drawn = run_store.load_figure_data(run_dir)
+        model = keras.models.load_model(run_dir / run_store.MODEL)
         np.testing.assert_array_equal(drawn["kernels"], model.get_layer("conv1").get_weights()[0])
-        saved = np.load(run_dir / "predictions.npz")
+        saved = np.load(run_dir / run_store.PREDICTIONS)
         predicted = saved["probabilities"].argmax(axis=1)
         mistakes = drawn["mistakes_index"]
         assert len(mistakes) > 0 and np.all(predicted[mistakes] != saved["labels"][mistakes])
@@ -163,12 +173,11 @@ def test_every_run_keeps_the_data_of_its_model_figures(tiny_run):
         assert drawn["map_act1"].shape == (28, 28, 32)
 
 
-def test_report_of_runs_kept_without_models(tiny_run, tmp_path, monkeypatch):
+def test_report_of_runs_kept_without_models(tiny_grid, tmp_path, monkeypatch, capsys):
     """A grid committed without its models, predictions and backups (docs/runs) still
     gives every figure and table."""
-    out, _ = tiny_run
     kept = tmp_path / "kept"
-    shutil.copytree(out / "runs", kept / "runs", ignore=shutil.ignore_patterns(
+    shutil.copytree(tiny_grid[0] / "runs", kept / "runs", ignore=shutil.ignore_patterns(
         "*.keras", "predictions.npz", "backup", "tensorboard"))
 
     def no_model(*args, **kwargs):
@@ -178,29 +187,31 @@ def test_report_of_runs_kept_without_models(tiny_run, tmp_path, monkeypatch):
     assert fm.main(["--report-only", "--output-dir", str(kept)]) == 0
     for path in figure_paths(kept) + [kept / "report.html", kept / "summary.md"]:
         assert path.is_file(), path
-    (kept / "runs" / best_name(kept) / "seed0" / "figures.npz").unlink()
+    (run_store.run_dir(kept, best_name(kept), json.loads(
+        (kept / "results.json").read_text())[0]["seed"]) / run_store.FIGURE_DATA).unlink()
+    capsys.readouterr()
     assert fm.main(["--report-only", "--output-dir", str(kept)]) == 2  # a clear error, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "figures.npz" in err and len(err.splitlines()) == 1
 
 
-def test_summary_states_what_the_grid_cost(tiny_run):
-    out, _ = tiny_run
-    runs = [json.loads(p.read_text()) for p in out.glob("runs/*/seed0/metrics.json")]
+def test_summary_states_what_the_grid_cost(tiny_grid):
+    out, _, _ = tiny_grid
+    runs = [json.loads(p.read_text()) for p in out.glob("runs/*/seed*/metrics.json")]
     total = sum(r["train_seconds"] + r["evaluation_seconds"] for r in runs)
     line = next(x for x in (out / "summary.md").read_text().splitlines() if x.startswith("Compute:"))
-    assert line.startswith("Compute: 2 runs,") and f"= {fm.format_seconds(total)} one after" in line
-    assert runs[0]["environment"]["device"] in line
+    assert line.startswith("Compute: 4 runs,") and f"= {run_store.format_seconds(total)} one after" in line
+    assert runs[0]["environment"]["device"] in line and "Per seed: seed 0 " in line
 
 
 def test_compute_sentence_splits_a_multi_seed_grid_by_seed():
-    import report
-
     env = {"device": "CPU: test (2 cores)"}
     runs = [{"seed": s, "status": "ok", "train_seconds": t, "evaluation_seconds": 60.0,
              "environment": env} for s, t in [(0, 3480.0), (0, 1800.0), (1, 7140.0)]]
     line = report.compute_sentence(runs)
     assert line.startswith("Compute: 3 runs, ") and "on CPU: test (2 cores)." in line
-    assert line.endswith(f"Per seed: seed 0 {fm.format_seconds(5400)} (2 runs), "
-                         f"seed 1 {fm.format_seconds(7200)} (1 run).")
+    assert line.endswith(f"Per seed: seed 0 {run_store.format_seconds(5400)} (2 runs), "
+                         f"seed 1 {run_store.format_seconds(7200)} (1 run).")
     assert "Per seed" not in report.compute_sentence(runs[:2])  # one seed: the total says it
 
 
@@ -216,23 +227,46 @@ def test_list_variants_trains_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--activation", "tanh"], ["--subset", "5"],
-                                  ["--val-fraction", "1.5"], ["--batch-size", "many"],
-                                  ["--optimizer"], ["--lr-scale", "-1"]])
-def test_bad_arguments_exit_2(argv, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "must be at least 1"), (["--activation", "tanh"], "invalid choice"),
+    (["--subset", "5"], "--subset must be between"), (["--val-fraction", "1.5"], "--val-fraction"),
+    (["--batch-size", "many"], "not an integer"), (["--optimizer"], "expected at least one"),
+    (["--lr-scale", "-1"], "must be positive"), (["--warmup-epochs", "-1"], "0 or more"),
+    (["--sgd-momentum", "1"], "--sgd-momentum"), (["--test-images", "0"], "at least 1"),
+    (["--report-only", "--no-report"], "nothing to be done")])
+def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         fm.parse_args(argv)
     assert exit_.value.code == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err and "Traceback" not in err
 
 
-def test_same_seed_gives_same_numbers(tmp_path):
-    require_real_data()
-    argv = ["--subset", "300", "--shift-images", "500", "--epochs", "1", "--activation", "leakyrelu", "--downsampling",
-            "strided", "--optimizer", "sgd", "--deterministic"]
-    records = []
-    for out in (tmp_path / "a", tmp_path / "b"):
-        assert fm.main([*argv, "--output-dir", str(out)]) == 0
-        records.append(json.loads((out / "runs/CNN_LeakyReLU_Strided_SGD/seed0/metrics.json").read_text()))
-    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_loss"):
+def test_help_lists_every_recipe_setting(capsys):
+    import dataclasses
+
+    from training import Recipe
+
+    with pytest.raises(SystemExit):
+        fm.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(Recipe):
+        flag = field.metadata["cli"].get("flag", "--" + field.name.replace("_", "-"))
+        assert flag is None or flag in text, field.name
+    assert "--scale-with-replicas" in text and "--lr-scale" in text
+
+
+def test_same_seed_gives_same_numbers_in_any_process(two_workers, tmp_path, capsys):
+    """--deterministic: a run of the job-array workers' grid, trained again in this process
+    and alone, gives bit-identical numbers."""
+    shared, _ = two_workers
+    argv = [*WORKER_GRID[:WORKER_GRID.index("--activation")], "--activation", "leakyrelu",
+            "--downsampling", "strided", "--optimizer", "sgd", "--seed", "1", "--no-report"]
+    assert fm.main([*argv, "--output-dir", str(tmp_path)]) == 0
+    # --no-report: the table, and the command that draws the rest later
+    assert (tmp_path / "results.csv").is_file() and not (tmp_path / "report.html").exists()
+    assert f"--report-only --output-dir {tmp_path}" in capsys.readouterr().out
+    records = [json.loads((run_store.run_dir(d, "CNN_LeakyReLU_Strided_SGD", 1)
+                           / run_store.METRICS).read_text()) for d in (shared, tmp_path)]
+    for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_loss", "ece"):
         assert records[0][key] == records[1][key], key

@@ -2,6 +2,7 @@
 runs give meaningful numbers, resumes never mix settings, a kill at any moment leaves a
 consistent run, and the runner says what it runs on."""
 
+import dataclasses
 import json
 import os
 import stat
@@ -17,13 +18,20 @@ from conftest import ROOT, inference_accuracy, require_real_data
 
 import environment
 import fashion_mnist_cnn as fm
+import run_store
+import training
+from data import prepare_data
+from errors import DataError, UsageError
+from models import Variant, build_model
+from training import Recipe
+from training_callbacks import RecomputeBatchNormStatistics
 
 ONE = ["--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
 RUN = Path("runs/CNN_ReLU_MaxPool_Adam/seed0")
 
 
 def metrics(out, run=RUN):
-    return json.loads((out / run / "metrics.json").read_text())
+    return json.loads((out / run / run_store.METRICS).read_text())
 
 
 # ----------------------------------------------------------------------------- 1. precision
@@ -33,7 +41,9 @@ def test_mixed_precision_is_what_every_run_trains_with(tmp_path, capsys):
     trained in float32 while their settings said otherwise. Two runs in one process."""
     require_real_data()
     out = tmp_path / "out"
-    assert fm.main(["--subset", "200", "--shift-images", "500", "--epochs", "1", "--precision", "mixed_bfloat16",
+    assert fm.main(["--subset", "100", "--batch-size", "90", "--test-images", "90",
+                    "--shift-images", "90", "--epochs", "1",
+                    "--precision", "mixed_bfloat16", "--no-report",
                     "--no-tta", "--activation", "relu", "--downsampling", "maxpool", "strided",
                     "--optimizer", "adam", "--output-dir", str(out)]) == 0
     assert "mixed_bfloat16, XLA off" in capsys.readouterr().out
@@ -48,35 +58,32 @@ def test_mixed_precision_is_what_every_run_trains_with(tmp_path, capsys):
 
 
 def test_mixed_float16_gets_a_loss_scale_optimizer():
-    variant = fm.Variant("relu", "maxpool", "adam")
+    variant = Variant("relu", "maxpool", "adam")
     try:
-        fm.start_run(0, "mixed_float16")
-        model = fm.compiled_model(variant, fm.distribution_strategy("none"), 10,
-                                  fm.Recipe(epochs=2))
+        training.start_run(0, "mixed_float16")
+        model = training.compiled_model(variant, training.distribution_strategy("none"), 10,
+                                        Recipe(epochs=2))
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert model.get_layer("conv2").compute_dtype == "float16"
-        fm.start_run(0, "float32")  # the next run starts from a clean policy
-        model = fm.compiled_model(variant, fm.distribution_strategy("none"), 10,
-                                  fm.Recipe(epochs=2))
+        training.start_run(0, "float32")  # the next run starts from a clean policy
+        model = training.compiled_model(variant, training.distribution_strategy("none"), 10,
+                                        Recipe(epochs=2))
         assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert model.get_layer("conv2").compute_dtype == "float32"
     finally:
-        fm.start_run(0, "float32")
+        training.start_run(0, "float32")
 
 
 # ----------------------------------------------------------------------------- 6. short runs
 
-def test_a_short_run_evaluates_with_statistics_that_fit_its_weights(tmp_path):
-    """56 steps at momentum 0.99 left batch norm's moving statistics near their initial values:
-    validation accuracy near chance however well the network trained. Recomputed statistics
-    make validation accuracy close to the training accuracy measured in inference mode."""
-    require_real_data()
-    out = tmp_path / "out"
-    argv = ["--subset", "2000", "--shift-images", "500", "--epochs", "2", "--batch-size", "64", "--no-tta", *ONE]
-    assert fm.main([*argv, "--output-dir", str(out)]) == 0
+def test_a_short_run_evaluates_with_statistics_that_fit_its_weights(short_run):
+    """72 steps at momentum 0.99 leave batch norm's moving statistics near their initial
+    values: validation accuracy near chance however well the network trained. Recomputed
+    statistics make validation accuracy close to the training accuracy in inference mode."""
+    out, _ = short_run
     record = metrics(out)
-    assert record["settings"]["bn_stat_images"] == fm.BN_STAT_IMAGES
-    data = fm.prepare_data(None, 2000, 0.1, seed=0)
+    assert record["settings"]["bn_stat_images"] == Recipe().bn_stat_images == 2048
+    data = prepare_data(None, 2560, 0.1, seed=0)
     model = keras.models.load_model(out / RUN / "model.keras")
     train_accuracy = inference_accuracy(model, *data["train"])
     print(f"val {record['val_accuracy']:.3f}, train (inference mode) {train_accuracy:.3f}, "
@@ -90,9 +97,9 @@ def test_a_short_run_evaluates_with_statistics_that_fit_its_weights(tmp_path):
 def test_recomputed_statistics_are_those_of_the_layer_inputs():
     rng = np.random.default_rng(0)
     images = rng.random((300, 28, 28, 1), dtype=np.float32)
-    fm.start_run(0, "float32")
-    model = fm.build_model(fm.Variant("leakyrelu", "strided", "sgd"))
-    callback = fm.RecomputeBatchNormStatistics(images)
+    training.start_run(0, "float32")
+    model = build_model(Variant("leakyrelu", "strided", "sgd"))
+    callback = RecomputeBatchNormStatistics(images)
     callback.set_model(model)
     callback.on_train_begin()
     callback.on_test_begin()
@@ -111,7 +118,7 @@ def test_an_interrupted_run_resumes_only_with_its_own_settings(tmp_path, capsys)
     out = tmp_path / "out"
     args = fm.parse_args(["--epochs", "3", *ONE, "--output-dir", str(out)])
     (out / RUN).mkdir(parents=True)
-    (out / RUN / "settings.json").write_text(json.dumps(fm.run_settings(args)))
+    (out / RUN / "settings.json").write_text(json.dumps(dataclasses.asdict(Recipe.from_args(args))))
     (out / RUN / "history.csv").write_text("epoch,accuracy\n0,0.5\n")
     code = fm.main(["--epochs", "4", *ONE, "--output-dir", str(out)])
     err = capsys.readouterr().err
@@ -136,16 +143,16 @@ def write_state(run_dir, logged, main=None, previous=None, checkpoints=()):
             (backup / f"training_metadata.json{suffix}").write_text(text)
             (backup / f"latest.weights.h5{suffix}").write_text("weights")
     for epoch in checkpoints:
-        fm.checkpoint_path(run_dir, epoch).write_text("model")
+        run_store.checkpoint_path(run_dir, epoch).write_text("model")
 
 
 def assert_consistent(run_dir, kept):
     """The invariant: the backup covers exactly the kept rows, and the only checkpoint left is
     the best kept row's -- the one that will be evaluated is a logged epoch."""
-    assert fm.read_history(run_dir / "history.csv") == kept
-    epoch = fm.backup_epoch(run_dir / "backup" / "training_metadata.json")
+    assert run_store.read_history(run_dir / "history.csv") == kept
+    epoch = run_store.backup_epoch(run_dir / "backup" / "training_metadata.json")
     assert epoch == (len(kept) or None)
-    assert fm.checkpoint_epochs(run_dir) == ([fm.best_logged_epoch(kept)] if kept else [])
+    assert run_store.checkpoint_epochs(run_dir) == ([run_store.best_logged_epoch(kept)] if kept else [])
 
 
 def meta(epoch):
@@ -175,8 +182,8 @@ def meta(epoch):
 def test_any_kill_leaves_a_consistent_run(tmp_path, state, expect_rows, expect_note):
     run_dir = tmp_path / "run"
     write_state(run_dir, **state)
-    rows = fm.read_history(run_dir / "history.csv")
-    kept, note = fm.prepare_resume(run_dir, epochs=5)
+    rows = run_store.read_history(run_dir / "history.csv")
+    kept, note = run_store.prepare_resume(run_dir, epochs=5)
     assert kept == rows[:expect_rows]
     assert_consistent(run_dir, kept)
     assert (note is None) if expect_note is None else (expect_note in note)
@@ -209,52 +216,50 @@ KILLED_WHILE_BACKING_UP = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("save, how, cut, note", [
-    (1, "empty", "''", "starts over"),
-    (2, "truncated", "text[:7]", "resuming from the one before"),
-])
-def test_killed_while_keras_writes_its_backup(tmp_path, save, how, cut, note):
-    """Keras writes training_metadata.json in place; an empty or truncated one made every
-    rerun crash. Now: the previous backup if it is whole, else start over, with a note."""
+def test_killed_while_keras_writes_its_backup(tmp_path, capsys):
+    """Keras writes training_metadata.json in place: killed while it writes the second
+    backup, the run folder holds a truncated one beside the whole first backup (.bkp). The
+    rerun resumes from that one, with a note. (An empty first backup, with no predecessor,
+    starts over: test_any_kill_leaves_a_consistent_run.)"""
     require_real_data()
     out = tmp_path / "out"
-    argv = ["--subset", "300", "--shift-images", "500", "--epochs", "3", "--batch-size", "32", "--no-tta", *ONE,
-            "--output-dir", str(out)]
-    script = KILLED_WHILE_BACKING_UP.format(root=str(ROOT), save=save, how=how, cut=cut)
+    argv = ["--subset", "320", "--test-images", "320", "--shift-images", "100", "--epochs", "2",
+            "--batch-size", "32", "--no-tta", "--no-report", *ONE, "--output-dir", str(out)]
+    script = KILLED_WHILE_BACKING_UP.format(root=str(ROOT), save=2, how="truncated", cut="text[:7]")
     killed = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
                             text=True, cwd=ROOT, timeout=600)
     assert killed.returncode == 137, killed.stderr[-2000:]
     metadata = out / RUN / "backup" / "training_metadata.json"
-    assert len(metadata.read_text()) == (0 if how == "empty" else 7)
-    assert fm.backup_epoch(metadata) is None
+    assert len(metadata.read_text()) == 7
+    assert run_store.backup_epoch(metadata) is None
 
-    rerun = subprocess.run([sys.executable, str(ROOT / "fashion_mnist_cnn.py"), *argv],
-                           capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "note: " in rerun.stdout and note in rerun.stdout
-    history = fm.read_history(out / RUN / "history.csv")
-    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+    capsys.readouterr()
+    assert fm.main(argv) == 0  # the rerun, in this process
+    printed = capsys.readouterr().out
+    assert "note: " in printed and "resuming from the one before" in printed
+    history = run_store.read_history(out / RUN / "history.csv")
+    assert [int(r["epoch"]) for r in history] == [0, 1]
     # the evaluated checkpoint is a logged epoch: it reproduces that epoch's val accuracy
     record = metrics(out)
-    assert record["best_epoch"] == fm.best_logged_epoch(history)
+    assert record["best_epoch"] == run_store.best_logged_epoch(history)
     model = keras.models.load_model(out / RUN / "model.keras")
-    data = fm.prepare_data(None, 300, 0.1, seed=0)
+    data = prepare_data(None, 320, 0.1, seed=0)
     assert inference_accuracy(model, *data["val"]) == pytest.approx(
         history[record["best_epoch"] - 1]["val_accuracy"], abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- 3. environment
 
-def test_metrics_say_where_the_numbers_came_from(tmp_path):
-    require_real_data()
-    out = tmp_path / "out"
-    assert fm.main(["--subset", "200", "--shift-images", "500", "--epochs", "1", "--no-tta", *ONE, "--output-dir", str(out)]) == 0
-    env = metrics(out)["environment"]
-    assert env["backend"] == "tensorflow" and env["replicas"] == 1 and env["xla"] in (False, True)
+def test_metrics_say_where_the_numbers_came_from(tiny_grid):
+    out, stdout, _ = tiny_grid
+    env = json.loads(next(out.glob("runs/*/seed0/metrics.json")).read_text())["environment"]
+    assert env["backend"] == "tensorflow" and env["replicas"] == 1 and env["precision"] == "float32"
+    # Keras' jit_compile="auto" as resolved on TensorFlow: XLA on a GPU, off on a CPU
+    assert env["xla"] is bool(training.gpus())
     assert env["packages"]["tensorflow"] and env["packages"]["keras"].startswith("3.")
     assert env["device"] and env["cpu_count"] == os.cpu_count()
-    line = environment.summary_line(env)
-    assert "tensorflow backend on" in line and "replica" in line
+    assert environment.summary_line(env) == stdout.splitlines()[0]  # the start line says it too
+    assert "tensorflow backend on" in stdout.splitlines()[0]
 
 
 def fake_nvidia_smi(folder, listing):
@@ -282,7 +287,8 @@ def test_quick_runs_get_their_own_folder():
     assert fm.parse_args(["--quick"]).output_dir == Path("results-quick")
     assert fm.parse_args([]).output_dir == Path("results")
     assert fm.parse_args(["--quick", "--output-dir", "mine"]).output_dir == Path("mine")
-    assert fm.run_settings(fm.parse_args(["--quick"])) != fm.run_settings(fm.parse_args([]))
+    assert Recipe.from_args(fm.parse_args(["--quick"])) == Recipe(**training.QUICK)
+    assert Recipe.from_args(fm.parse_args([])) == Recipe()
 
 
 @pytest.mark.parametrize("environ, error", [
@@ -290,6 +296,6 @@ def test_quick_runs_get_their_own_folder():
     ({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "4"}, "not within"),
 ])
 def test_usage_problems_are_not_called_data_errors(environ, error):
-    with pytest.raises(fm.UsageError, match=error) as raised:
-        fm.shard_from_environment(None, None, environ)
-    assert not isinstance(raised.value, fm.DataError)
+    with pytest.raises(UsageError, match=error) as raised:
+        run_store.shard_from_environment(None, None, environ)
+    assert not isinstance(raised.value, DataError)

@@ -4,9 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-import fashion_mnist_cnn as fm
+import models
+import training
+from models import FACTORS, Variant, build_model, trainable_params, variant_grid
+from training import Recipe
 
-VARIANTS = fm.variant_grid(*fm.FACTORS.values())
+VARIANTS = variant_grid(*FACTORS.values())
 
 
 def test_grid_has_eight_distinct_named_variants():
@@ -17,8 +20,8 @@ def test_grid_has_eight_distinct_named_variants():
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 def test_variant_structure(variant):
-    model = fm.build_model(variant)
-    assert fm.trainable_params(model) < fm.MAX_TRAINABLE_PARAMS
+    model = build_model(variant)
+    assert trainable_params(model) < models.MAX_TRAINABLE_PARAMS
     assert model.output_shape == (None, 10)
     convs = [model.get_layer(f"conv{i}") for i in range(1, 5)]
     assert [c.filters for c in convs] == [32, 32, 64, 64]
@@ -45,24 +48,25 @@ def test_variant_structure(variant):
 
 
 def test_strided_convolutions_add_parameters():
-    relu = {v.downsampling: fm.trainable_params(fm.build_model(v))
+    relu = {v.downsampling: trainable_params(build_model(v))
             for v in VARIANTS if v.activation == "relu" and v.optimizer == "adam"}
     assert relu["strided"] > relu["maxpool"]
 
 
 def test_parameter_budget_is_enforced(monkeypatch):
-    monkeypatch.setattr(fm, "MAX_TRAINABLE_PARAMS", 500_000)
+    monkeypatch.setattr(models, "MAX_TRAINABLE_PARAMS", 500_000)
     with pytest.raises(ValueError, match="over the budget of 500,000"):
-        fm.build_model(VARIANTS[0])
+        build_model(VARIANTS[0])
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_schedule_warms_up_then_decays_to_zero(optimizer):
-    variant = fm.Variant("relu", "maxpool", optimizer)
-    opt = fm.make_optimizer(variant, steps_per_epoch=100, recipe=fm.Recipe(epochs=5))
+    variant = Variant("relu", "maxpool", optimizer)
+    recipe = Recipe(epochs=5)
+    opt = training.make_optimizer(variant, steps_per_epoch=100, recipe=recipe)
     lr = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
     rates = [float(lr(step)) for step in (0, 50, 100, 300, 500)]
-    peak = fm.PEAK_LR[optimizer]
+    peak = recipe.peak_lr(optimizer)
     assert rates[0] == 0 and rates[1] == pytest.approx(peak / 2)
     assert rates[2] == pytest.approx(peak) and rates[2] > rates[3] > rates[4]
     assert rates[4] == pytest.approx(0, abs=1e-9)

@@ -7,13 +7,23 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, require_real_data
+import keras
+import pytest
+from conftest import ROOT, inference_accuracy, require_real_data
 
 import fashion_mnist_cnn as fm
+import report
+import run_store
+from data import prepare_data
 
-ARGS = ["--subset", "1500", "--shift-images", "500", "--epochs", "3", "--activation", "relu", "--downsampling", "maxpool",
-        "--optimizer", "adam"]
+ONE = ["--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
 RUN = "runs/CNN_ReLU_MaxPool_Adam/seed0"
+# The training techniques of the ablation, so that their state (EMA weights inside the
+# optimizer, swapped in for validation) is what the kills and the resume must keep right.
+TECHNIQUES = ["--label-smoothing", "0.1", "--ema", "0.9", "--translate", "2",
+              "--adamw-weight-decay", "0.05"]
+ARGS = ["--subset", "640", "--test-images", "512", "--shift-images", "100", "--epochs", "3",
+        "--batch-size", "32", "--no-tta", "--no-report", *ONE, *TECHNIQUES]
 
 
 def start(out):
@@ -24,12 +34,15 @@ def start(out):
 
 def wait_for_epochs(out, n, process):
     """Block until history.csv holds n finished epochs (the process must still be running)."""
-    while len(fm.read_history(out / RUN / "history.csv")) < n:
+    while len(run_store.read_history(out / RUN / run_store.HISTORY)) < n:
         assert process.poll() is None, process.communicate()
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
-def test_ctrl_c_then_kill_9_then_resume(tmp_path):
+def test_ctrl_c_then_kill_9_then_resume(tmp_path, capsys):
+    """Ctrl-C in epoch 2, kill -9 in epoch 3, then the same command: the run resumes after its
+    last whole backup, finishes, and evaluates a logged epoch's checkpoint -- with EMA the
+    averaged weights it validated (the reloaded model reproduces that validation accuracy)."""
     require_real_data()
     out = tmp_path / "out"
     first = start(out)
@@ -43,30 +56,43 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path):
     wait_for_epochs(out, 2, second)
     second.kill()  # kill -9 during epoch 3: no chance to clean up
     second.communicate(timeout=60)
-    assert not (out / RUN / "metrics.json").exists()
+    assert not (out / RUN / run_store.METRICS).exists(), "finished before it could be killed"
     leftover = out / ".results.json.killed.tmp"
     leftover.write_text("half-written")
 
-    third = subprocess.run([sys.executable, str(ROOT / "fashion_mnist_cnn.py"), *ARGS,
-                            "--output-dir", str(out)], cwd=ROOT, text=True, capture_output=True,
-                           timeout=600)
-    assert third.returncode == 0, third.stderr[-3000:]
+    capsys.readouterr()
+    assert fm.main([*ARGS, "--output-dir", str(out)]) == 0  # the same command, in this process
+    printed = capsys.readouterr().out
     # Epoch 2 was logged before the kill, so epoch 1's backup was complete: the rerun resumes
     # after it (epoch 2 itself may be redone if the kill hit while its backup was written).
-    assert "Epoch 3/3" in third.stdout and "Epoch 1/3" not in third.stdout
-    history = fm.read_history(out / RUN / "history.csv")
+    assert "Epoch 3/3" in printed and "Epoch 1/3" not in printed
+    history = run_store.read_history(out / RUN / run_store.HISTORY)
     assert [int(row["epoch"]) for row in history] == [0, 1, 2]
     rows = json.loads((out / "results.json").read_text())
     assert len(rows) == 1 and rows[0]["epochs_run"] == 3 and rows[0]["status"] == "ok"
     assert not leftover.exists()
+    record = json.loads((out / RUN / run_store.METRICS).read_text())
+    assert {k: record["settings"][k] for k in ("label_smoothing", "ema", "translate",
+                                               "adamw_weight_decay")} == \
+        {"label_smoothing": 0.1, "ema": 0.9, "translate": 2, "adamw_weight_decay": 0.05}
+    assert record["evaluation_seconds"] > 0  # recorded beside train_seconds
+    model = keras.models.load_model(out / RUN / run_store.MODEL)
+    assert model.optimizer.use_ema
+    accuracy = inference_accuracy(model, *prepare_data(None, 640, 0.1, seed=0)["val"])
+    assert accuracy == pytest.approx(history[record["best_epoch"] - 1]["val_accuracy"], abs=1e-6)
+    # another technique setting is another experiment: refused, nothing retrained
+    assert fm.main([*ARGS, "--ema", "0.99", "--output-dir", str(out)]) == 2
+    assert "--ema 0.9 (now 0.99)" in capsys.readouterr().err
 
 
-def test_diverging_run_is_recorded_failed_and_others_go_on(tmp_path, monkeypatch, capsys):
+def test_diverging_run_is_recorded_failed_and_others_go_on(tmp_path, capsys):
     require_real_data()
-    monkeypatch.setitem(fm.PEAK_LR, "adam", 1e9)  # absurd: Adam's loss becomes NaN
     out = tmp_path / "out"
-    code = fm.main(["--subset", "300", "--shift-images", "500", "--epochs", "2", "--activation", "relu", "--downsampling",
-                    "maxpool", "--output-dir", str(out)])
+    code = fm.main(["--subset", "320", "--batch-size", "32", "--test-images", "320",
+                    "--shift-images", "100", "--epochs", "2", "--no-report",
+                    "--activation", "relu", "--downsampling", "maxpool",
+                    "--adam-peak-lr", "1e9",  # absurd: Adam's loss becomes NaN
+                    "--output-dir", str(out)])
     assert code == 1
     assert "1 run(s) failed: CNN_ReLU_MaxPool_Adam" in capsys.readouterr().err
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())}
@@ -74,19 +100,23 @@ def test_diverging_run_is_recorded_failed_and_others_go_on(tmp_path, monkeypatch
     assert rows["CNN_ReLU_MaxPool_SGD"]["status"] == "ok"
     failed = json.loads((out / "runs/CNN_ReLU_MaxPool_Adam/seed0/metrics.json").read_text())
     assert "NaN" in failed["reason"]
-    page = (out / "report.html").read_text()
-    assert "CNN_ReLU_MaxPool_Adam" in page and "failed" in page
+    # the report lists it among the runs, marked failed, after the finished ones
+    runs = run_store.finished_runs(out)
+    assert [r["status"] for r in runs] == ["ok", "failed"]
+    _, rows = report.results_rows(runs)
+    assert rows[1][0] == "CNN_ReLU_MaxPool_Adam" and rows[1][4] == "failed"
 
 
-def test_bad_output_dir_writes_nothing(tmp_path, capsys):
+def test_bad_output_dir_is_refused_and_left_alone(tmp_path, capsys):
     a_file = tmp_path / "results"
     a_file.write_text("not a folder")
-    try:
-        fm.parse_args(["--output-dir", str(a_file)])
-    except SystemExit as exit_:
-        assert exit_.code == 2
-    assert "is a file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        fm.main(["--output-dir", str(a_file), *ONE])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(f"error: --output-dir {a_file} is a file, not a folder")
     assert a_file.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # nothing else written
 
 
 def test_missing_data_dir_is_one_line(tmp_path, capsys):
@@ -94,7 +124,7 @@ def test_missing_data_dir_is_one_line(tmp_path, capsys):
                     "--optimizer", "adam", "--activation", "relu", "--downsampling", "maxpool"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--data-dir is not a folder" in err
-    assert os.listdir(tmp_path / "out") == [] or not any((tmp_path / "out").rglob("*.json"))
+    assert not any((tmp_path / "out").rglob("*.json"))
 
 
 def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
@@ -102,7 +132,6 @@ def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    import run_store
     import visualization_utils as viz
 
     umask = os.umask(0o022)

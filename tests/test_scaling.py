@@ -3,34 +3,19 @@ one output dir, merging shard dirs, the multi-seed report, MirroredStrategy on t
 
 import csv
 import json
-import os
-import subprocess
-import sys
+import shutil
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT, require_real_data
+from conftest import WORKER_GRID, SHORT_RUN, finish, start_cli
 
 import fashion_mnist_cnn as fm
+import run_store
+from data import prepare_data
+from errors import UsageError
+from models import variant_grid
 
-# 2 variants x 2 seeds = 4 runs, each a few seconds; --deterministic so that the same run
-# gives the same numbers in any process, whichever shard it lands in.
-GRID = ["--subset", "300", "--shift-images", "500", "--epochs", "1", "--batch-size", "32",
-        "--no-tta", "--deterministic", "--activation", "relu", "leakyrelu",
-        "--downsampling", "strided", "--optimizer", "sgd", "--seeds", "0", "1"]
 NAMES = {"CNN_ReLU_Strided_SGD", "CNN_LeakyReLU_Strided_SGD"}
-
-
-def start_cli(*args, env=None):
-    return subprocess.Popen([sys.executable, str(ROOT / "fashion_mnist_cnn.py"), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
-
-
-def finish(process):
-    out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err[-3000:]
-    return out
 
 
 def table(folder):
@@ -39,20 +24,18 @@ def table(folder):
 
 
 @pytest.fixture(scope="module")
-def shared_and_sharded(tmp_path_factory):
-    """Two workers on one shared output dir at the same time; then the same grid as two
-    shards in their own dirs, their indices taken from Slurm's and Kubernetes' variables."""
-    require_real_data()
+def shared_and_sharded(two_workers, tmp_path_factory):
+    """The two workers' shared dir, and each worker's runs copied into a folder of its own,
+    as if each had written there (the merge step's input)."""
+    shared, outputs = two_workers
     root = tmp_path_factory.mktemp("scale")
-    shared = root / "shared"
-    outputs = [finish(p) for p in [start_cli(*GRID, "--shard", f"{i}/2", "--output-dir", str(shared))
-                                   for i in range(2)]]
-    slurm = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "7", "SLURM_ARRAY_TASK_COUNT": "2"}
     shards = [root / "shard0", root / "shard1"]
-    finish_all = [start_cli(*GRID, "--output-dir", str(shards[0]), env=slurm),
-                  start_cli(*GRID, "--shard-count", "2", "--output-dir", str(shards[1]),
-                            env={"JOB_COMPLETION_INDEX": "1"})]
-    outputs += [finish(p) for p in finish_all]
+    args = fm.parse_args(WORKER_GRID)
+    variants = variant_grid(args.activation, args.downsampling, args.optimizer)
+    for index, folder in enumerate(shards):
+        for variant, seed in fm.planned_runs(variants, args.seeds, (index, 2)):
+            shutil.copytree(run_store.run_dir(shared, variant.name, seed),
+                            run_store.run_dir(folder, variant.name, seed))
     return SimpleNamespace(root=root, shared=shared, shards=shards, outputs=outputs)
 
 
@@ -60,36 +43,32 @@ def test_two_workers_on_one_dir_end_with_a_complete_table(shared_and_sharded):
     rows = table(shared_and_sharded.shared)
     assert set(rows) == {(n, s) for n in NAMES for s in ("0", "1")}
     assert all(r["status"] == "ok" for r in rows.values())
-    assert "shard 0/2 done" in shared_and_sharded.outputs[0]
+    slurm, k8s = shared_and_sharded.outputs
+    assert "shard 0/2 done" in slurm and "shard 1/2 done" in k8s
+    assert "[2/2]" in slurm and "[2/2]" in k8s and "[3/" not in slurm + k8s  # two runs each
     assert not (shared_and_sharded.shared / "report.html").exists()  # the merge step draws
 
 
-def test_environment_shards_match_the_flag_and_merge_to_the_single_dir_rows(shared_and_sharded):
+def test_shard_folders_merge_to_the_shared_dir_rows(shared_and_sharded):
     s = shared_and_sharded
-    per_shard = [set(table(d)) for d in s.shards]
-    assert not per_shard[0] & per_shard[1]
-    assert per_shard[0] | per_shard[1] == set(table(s.shared))
     merged = s.root / "merged"
-    result = subprocess.run([sys.executable, str(ROOT / "fashion_mnist_cnn.py"), "--report-only",
-                             *map(str, s.shards), "--output-dir", str(merged)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert fm.main(["--report-only", *map(str, s.shards), "--output-dir", str(merged)]) == 0
+    assert (merged / "report.html").is_file() and (merged / "factor_effects.png").is_file()
     single, combined = table(s.shared), table(merged)
     assert set(single) == set(combined)
-    for key in single:  # the same run in another process and shard gives the same numbers
+    for key in single:
         for column in ("val_accuracy", "test_accuracy", "test_loss"):
             assert float(single[key][column]) == float(combined[key][column]), (key, column)
 
 
-def test_multi_seed_report_has_statistics_and_factor_plot(shared_and_sharded, capsys):
-    out = shared_and_sharded.shared
-    assert fm.main(["--report-only", "--output-dir", str(out)]) == 0
+def test_multi_seed_report_has_statistics_and_factor_plot(tiny_grid):
+    out = tiny_grid[0]
     assert (out / "factor_effects.png").stat().st_size > 20_000
     summary = (out / "summary.md").read_text()
     for section in ("## What the data support", "## Variants over seeds",
                     "## Factor effects on test accuracy", "## Convergence speed"):
         assert section in summary, section
-    assert "LeakyReLU vs ReLU: " in summary and "(n=2 pairs)" in summary  # 1 cell x 2 seeds
+    assert "Strided vs MaxPool: " in summary and "(n=2 pairs)" in summary  # 1 cell x 2 seeds
     page = (out / "report.html").read_text()
     assert "Factor effects on test accuracy" in page and page.count("data:image/png") == 10
 
@@ -97,9 +76,8 @@ def test_multi_seed_report_has_statistics_and_factor_plot(shared_and_sharded, ca
 def test_merge_refuses_different_settings_and_conflicting_duplicates(shared_and_sharded, capsys):
     s = shared_and_sharded
     # the same runs in two dirs with equal results: kept once
-    assert fm.main(["--report-only", str(s.shared), *map(str, s.shards), "--output-dir",
-                    str(s.root / "dup")]) == 0
-    assert len(table(s.root / "dup")) == 4 and "same results" in capsys.readouterr().out
+    assert len(run_store.merged_runs([s.shared, *s.shards])) == 4
+    assert capsys.readouterr().out.count("same results") == 4
     # a run whose copy differs, and a run with other settings: one-line errors, exit 2
     edited = s.root / "edited"
     run = s.shards[0] / "runs"
@@ -119,8 +97,9 @@ def test_merge_refuses_different_settings_and_conflicting_duplicates(shared_and_
 
 def plan(argv, environ=None):
     args = fm.parse_args(argv)
-    args.shard = fm.shard_from_environment(args.shard, args.shard_count, environ or {})
-    return [(v.name, seed) for v, seed in fm.planned_runs(args)]
+    shard = run_store.shard_from_environment(args.shard, args.shard_count, environ or {})
+    variants = variant_grid(args.activation, args.downsampling, args.optimizer)
+    return [(v.name, seed) for v, seed in fm.planned_runs(variants, args.seeds, shard)]
 
 
 @pytest.mark.parametrize("count", [1, 3, 8, 30])
@@ -150,7 +129,7 @@ def test_environment_variables_give_the_same_shards_as_the_flag():
     ([], {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "4"}, "integer"),
 ])
 def test_bad_shard_environment_is_a_clear_error(argv, environ, message):
-    with pytest.raises(fm.UsageError, match=message):
+    with pytest.raises(UsageError, match=message):
         plan(argv, environ)
 
 
@@ -163,25 +142,20 @@ def test_bad_scaling_arguments_exit_2(argv, capsys):
     assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
 
 
-def test_mirrored_on_two_cpus_is_the_same_experiment_as_one_device(tmp_path):
+def test_mirrored_on_two_cpus_is_the_same_experiment_as_one_device(short_run, tmp_path):
     """Two replicas split the global batch (--batch-size 64 = 2 x 32) at the same learning
-    rate unless --scale-with-replicas asks otherwise: the same experiment, so test accuracy
-    within 5 points (measured: see README). Batch norm is synchronised across replicas, and
-    the saved model reproduces the validation accuracy it was chosen by."""
-    require_real_data()
-    common = ["--subset", "2000", "--shift-images", "500", "--epochs", "3", "--batch-size", "64", "--no-tta",
-              "--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
-    log = finish(start_cli(*common, "--logical-cpus", "2", "--distribute", "mirrored",
+    rate unless --scale-with-replicas asks otherwise: the same experiment as the one-device
+    short run, so test accuracy within 5 points. Batch norm is synchronised across replicas,
+    and the saved model reproduces the validation accuracy it was chosen by."""
+    log = finish(start_cli(*SHORT_RUN, "--logical-cpus", "2", "--distribute", "mirrored",
                            "--output-dir", str(tmp_path / "mirrored")))
-    assert "2 replica(s)" in log and "Epoch 1/3\n29/29" in log  # 1800 images / 64 per step
-    single = finish(start_cli(*common, "--output-dir", str(tmp_path / "single")))
-    assert "1 replica(s)" in single
-    (m,), (s,) = table(tmp_path / "mirrored").values(), table(tmp_path / "single").values()
+    assert "2 replica(s)" in log and "Epoch 1/2\n36/36" in log  # 2,304 images / 64 per step
+    assert "1 replica(s)" in short_run[1]
+    (m,), (s,) = table(tmp_path / "mirrored").values(), table(short_run[0]).values()
     run = "runs/CNN_ReLU_MaxPool_Adam/seed0"
     record = json.loads((tmp_path / "mirrored" / run / "metrics.json").read_text())
     assert record["status"] == "ok" and record["environment"]["replicas"] == 2
-    assert record["settings"] == json.loads(
-        (tmp_path / "single" / run / "metrics.json").read_text())["settings"]
+    assert record["settings"] == json.loads((short_run[0] / run / "metrics.json").read_text())["settings"]
     assert record["settings"]["replica_scaling"] == 1
     print(f"mirrored {m['test_accuracy']}, single {s['test_accuracy']}")  # pytest -s shows it
     assert float(m["test_accuracy"]) > 0.6 and float(s["test_accuracy"]) > 0.6
@@ -189,7 +163,7 @@ def test_mirrored_on_two_cpus_is_the_same_experiment_as_one_device(tmp_path):
     import keras
     model = keras.models.load_model(tmp_path / "mirrored" / run / "model.keras")
     assert model.get_layer("bn1").synchronized
-    x_val, y_val = fm.prepare_data(None, 2000, 0.1, seed=0)["val"]
+    x_val, y_val = prepare_data(None, 2560, 0.1, seed=0)["val"]
     accuracy = float((model.predict(x_val, verbose=0).argmax(axis=1) == y_val).mean())
     assert accuracy == pytest.approx(record["val_accuracy"], abs=0.006)
 

@@ -1,0 +1,14 @@
+"""The errors a user can fix: the CLI prints their one-line message and exits 2."""
+
+
+class LabError(Exception):
+    """A problem the user can fix; the CLI prints its one-line message and exits 2."""
+
+
+class DataError(LabError):
+    """Missing or malformed data: the message names the file and what is wrong."""
+
+
+class UsageError(LabError):
+    """Settings, folders or a shard environment that cannot work together: the message names
+    the setting and what to do."""

@@ -1,0 +1,92 @@
+"""What differs between the runs: the Variant (three design choices) and its model.
+
+    variant = Variant("relu", "strided", "adam")     # variant.name: CNN_ReLU_Strided_Adam
+    model = build_model(variant)                       # functional Keras model, named layers
+"""
+
+import dataclasses
+import itertools
+
+import keras
+import numpy as np
+from keras import layers
+
+FACTORS = {  # factor -> its two levels; the grid is their product
+    "activation": ("relu", "leakyrelu"),
+    "downsampling": ("maxpool", "strided"),
+    "optimizer": ("adam", "sgd"),
+}
+DISPLAY = {"relu": "ReLU", "leakyrelu": "LeakyReLU", "maxpool": "MaxPool",
+           "strided": "Strided", "adam": "Adam", "sgd": "SGD"}
+LEAKY_SLOPE = 0.1  # LeakyReLU's negative slope (Keras' default 0.3 is unusually leaky)
+MAX_TRAINABLE_PARAMS = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Variant:
+    activation: str    # relu | leakyrelu
+    downsampling: str  # maxpool | strided
+    optimizer: str     # adam | sgd
+
+    @property
+    def name(self):
+        return "CNN_" + "_".join(DISPLAY[v] for v in dataclasses.astuple(self))
+
+
+def variant_grid(activations, downsamplings, optimizers):
+    return [Variant(*levels) for levels in itertools.product(activations, downsamplings, optimizers)]
+
+
+def build_model(variant, bn_momentum=0.99, synchronized=False):
+    """The CNN of one variant, with named layers so figures can find them.
+
+    Two conv blocks (32, 32 then 64, 64 filters, 3x3, 'same', each conv followed by batch
+    norm and the activation), each ending in a downsampling (2x2 max pooling or a learned
+    3x3 stride-2 convolution) and dropout 0.25. One more downsampling of the same kind
+    takes 7x7 to 4x4 so that the flattened vector is 4*4*64 = 1024 and the 512-unit dense
+    layer stays near 0.5M weights (at 7x7 it would be 1.6M and break the 1M budget).
+    synchronized: batch statistics over all replicas (MirroredStrategy).
+    """
+
+    def batch_norm(name):
+        return layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized, name=name)
+
+    def activation(name):
+        if variant.activation == "relu":
+            return layers.ReLU(name=name)
+        return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=name)
+
+    def downsample(x, filters, name):
+        if variant.downsampling == "maxpool":
+            return layers.MaxPooling2D(2, padding="same", name=name)(x)
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
+        x = batch_norm(f"{name}_bn")(x)
+        return activation(f"{name}_act")(x)
+
+    inputs = keras.Input(shape=(28, 28, 1), name="image")
+    x, conv = inputs, 0
+    for block, filters in enumerate((32, 64), start=1):
+        for _ in range(2):
+            conv += 1
+            # no bias: batch norm's beta does its job
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{conv}")(x)
+            x = batch_norm(f"bn{conv}")(x)
+            x = activation(f"act{conv}")(x)
+        x = downsample(x, filters, f"down{block}")  # 28 -> 14 -> 7
+        x = layers.Dropout(0.25, name=f"dropout{block}")(x)
+    x = downsample(x, 64, "down3")  # 7x7x64 -> 4x4x64
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, name="dense")(x)
+    x = activation("dense_act")(x)
+    x = layers.Dropout(0.5, name="dense_dropout")(x)
+    outputs = layers.Dense(10, activation="softmax", dtype="float32", name="softmax")(x)
+    model = keras.Model(inputs, outputs, name=variant.name)
+    n_params = trainable_params(model)
+    if n_params >= MAX_TRAINABLE_PARAMS:
+        raise ValueError(f"{variant.name} has {n_params:,} trainable parameters, "
+                         f"over the budget of {MAX_TRAINABLE_PARAMS:,}")
+    return model
+
+
+def trainable_params(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))

@@ -1,0 +1,366 @@
+"""How every run trains and is evaluated: the Recipe, and one run from start to finish.
+
+    recipe = Recipe(epochs=12)                       # every setting, with its default
+    record = train_and_evaluate(variant, seed, data, recipe, strategy, run_dir)
+
+train_and_evaluate reads top to bottom: reset and seed, datasets, model, callbacks, fit,
+then the best checkpoint's test predictions, analysis and figure data, saved by run_store.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import classification_report, confusion_matrix, log_loss
+
+import environment
+import model_analysis
+import run_store
+import tensorboard_hparams
+from data import CLASS_NAMES, SPLIT_SIZES, make_dataset
+from models import FACTORS, build_model, trainable_params
+from training_callbacks import EpochTimer, KeepBestCheckpointOnly, RecomputeBatchNormStatistics
+
+
+def positive_int(text):
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def setting(default, help, **cli):
+    """A Recipe field: its default, its --help text, and how the command line sets it
+    (add_argument's keywords, cli_default for a default of its own; flag=None: derived
+    from other flags, no flag of its own)."""
+    return dataclasses.field(default=default, metadata={"help": help, "cli": cli})
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How every run of a grid trains and is evaluated: what makes two runs of a variant
+    comparable. The one place of every setting's default; the CLI builds its flags from these
+    fields. Stored with each run as settings.json (field order = the report's settings table);
+    a finished or interrupted run with another recipe is refused."""
+    epochs: int = setting(12, "training epochs per run", type=positive_int)
+    batch_size: int = setting(128, "images per step (the global batch, split between replicas)",
+                              type=positive_int)
+    subset: int | None = setting(None, "train on a stratified sample of N training images "
+                                       "(validation from it)", type=positive_int, metavar="N")
+    val_fraction: float = setting(0.1, "held-out validation share", type=float)
+    precision: str = setting(  # stored resolved: "auto" never reaches settings.json
+        "float32", "Keras dtype policy; auto: mixed_float16 on a GPU, float32 on a CPU",
+        cli_default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"])
+    tta: bool = setting(True, "no horizontal-flip averaging at test time",
+                        flag="--no-tta", action="store_false")
+    lr_scale: float = setting(1.0, "multiply both peak learning rates", type=float)
+    # batch and peaks x replicas (linear scaling rule); from --scale-with-replicas
+    replica_scaling: int = setting(1, "", flag=None)
+    # Keras' default momentum; only shapes training once statistics are recomputed
+    bn_momentum: float = setting(0.99, "batch norm's moving-average momentum during training",
+                                 type=float)
+    bn_stat_images: int = setting(2048, "before each validation, batch norm statistics are "
+                                        "recomputed over N training images (0: keep the moving "
+                                        "averages)", type=int, metavar="N")
+    shift_images: int = setting(SPLIT_SIZES["test"], "test images (the first N) shifted for the "
+                                "shift-robustness analysis; 6 passes over them cost ~20 s for "
+                                "all 10,000 on 2 cores", type=positive_int, metavar="N")
+    label_smoothing: float = setting(0.0, "train towards (1-E) on the true class and E/10 on "
+                                          "every class", type=float, metavar="E")
+    ema: float = setting(0.0, "validate, checkpoint and test an exponential moving average of "
+                              "the weights with momentum M per step (0: the weights themselves)",
+                         type=float, metavar="M")
+    translate: int = setting(0, "shift training images by up to PX pixels at random (0: flips "
+                                "only)", type=int, metavar="PX")
+    adamw_weight_decay: float = setting(1e-4, "AdamW's decoupled weight decay", type=float,
+                                        metavar="WD")
+    # The peaks as trained with (x --lr-scale): the defaults changed over time. AdamW's is the
+    # ablation's (benchmarks/README.md: 4e-3 ahead of 2e-3 in both seeds); SGD's is not tuned.
+    adam_peak_lr: float = setting(4e-3, "AdamW's peak learning rate (before --lr-scale)",
+                                  type=float, metavar="LR")
+    sgd_peak_lr: float = setting(0.05, "SGD's peak learning rate (before --lr-scale)",
+                                 type=float, metavar="LR")
+    warmup_epochs: float = setting(1, "epochs of linear warm-up from 0 before the cosine decay",
+                                   type=float, metavar="E")
+    sgd_momentum: float = setting(0.9, "SGD's (Nesterov) momentum", type=float, metavar="M")
+    sgd_weight_decay: float = setting(5e-4, "SGD's decoupled weight decay", type=float,
+                                      metavar="WD")
+    test_images: int | None = setting(None, "evaluate on the first N test images only (a "
+                                            "testing aid; default: all 10,000)",
+                                      type=positive_int, metavar="N")
+
+    def __post_init__(self):
+        """Settings that cannot work: ValueError with one line naming the flag."""
+        checks = [
+            (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
+            (self.subset is None or 10 * len(CLASS_NAMES) <= self.subset <= SPLIT_SIZES["train"],
+             f"--subset must be between {10 * len(CLASS_NAMES)} and {SPLIT_SIZES['train']}"),
+            (self.bn_stat_images >= 0, "--bn-stat-images must be 0 or more"),
+            (0 < self.bn_momentum < 1, "--bn-momentum must be between 0 and 1"),
+            (min(self.lr_scale, self.adam_peak_lr, self.sgd_peak_lr) > 0,
+             "--lr-scale, --adam-peak-lr and --sgd-peak-lr must be positive"),
+            (0 <= self.adamw_weight_decay < 1, "--adamw-weight-decay must be at least 0 and below 1"),
+            (0 <= self.sgd_weight_decay < 1, "--sgd-weight-decay must be at least 0 and below 1"),
+            (0 <= self.sgd_momentum < 1, "--sgd-momentum must be at least 0 and below 1"),
+            (self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be at least 0 and below 1"),
+            (0 <= self.ema < 1, "--ema must be at least 0 and below 1"),
+            (0 <= self.translate <= 14, "--translate must be between 0 and 14 pixels"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError(problems[0])
+
+    @classmethod
+    def from_args(cls, args, replicas=1):
+        """The recipe the command line asks for on `replicas` devices: precision "auto",
+        --scale-with-replicas and --lr-scale resolved here, once, for every caller."""
+        derived = {"precision": resolve_precision(args.precision),
+                   "replica_scaling": replicas if args.scale_with_replicas else 1,
+                   "adam_peak_lr": args.adam_peak_lr * args.lr_scale,
+                   "sgd_peak_lr": args.sgd_peak_lr * args.lr_scale}
+        chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                  if f.name not in derived}
+        return cls(**chosen, **derived)
+
+    @property
+    def global_batch(self):
+        return self.batch_size * self.replica_scaling
+
+    def peak_lr(self, optimizer):
+        """The peak a step of the (replica-scaled) global batch trains with."""
+        return getattr(self, f"{optimizer}_peak_lr") * self.replica_scaling
+
+
+# --quick: the same outputs in minutes, in a folder of its own (a smoke check, not results)
+QUICK = dict(subset=4000, epochs=3, batch_size=32, shift_images=2000)
+
+
+def gpus():
+    return tf.config.list_physical_devices("GPU")
+
+
+def resolve_precision(precision):
+    if precision == "auto":
+        precision = "mixed_float16" if gpus() else "float32"
+    return precision
+
+
+def distribution_strategy(distribute, logical_cpus=None):
+    """MirroredStrategy when asked for, or for `auto` when more than one GPU is visible: over
+    the GPUs, or over the logical CPUs (--logical-cpus, a testing aid, or no GPU at all);
+    else the default single-device strategy."""
+    if distribute == "mirrored" or (distribute == "auto" and len(gpus()) > 1):
+        names = [] if logical_cpus else [d.name for d in tf.config.list_logical_devices("GPU")]
+        return tf.distribute.MirroredStrategy(
+            names or [d.name for d in tf.config.list_logical_devices("CPU")])
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(variant, steps_per_epoch, recipe):
+    """Warm-up then cosine decay to zero over the recipe's epochs; Adam(W) or Nesterov SGD
+    with momentum; with recipe.ema > 0, the optimizer also keeps an exponential moving
+    average of the weights. Keras decays decoupled (w -= lr * weight_decay * w for both), so
+    per step the weights shrink by lr x decay: 2.5e-5 at SGD's peak, 4e-7 at AdamW's."""
+    peak, total_steps = recipe.peak_lr(variant.optimizer), recipe.epochs * steps_per_epoch
+    warmup = min(round(recipe.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else peak, warmup_target=peak if warmup else None,
+        warmup_steps=warmup, decay_steps=max(total_steps - warmup, 1))
+    averaging = dict(use_ema=True, ema_momentum=recipe.ema) if recipe.ema else {}
+    if variant.optimizer == "adam":
+        return keras.optimizers.AdamW(schedule, weight_decay=recipe.adamw_weight_decay, **averaging)
+    return keras.optimizers.SGD(schedule, momentum=recipe.sgd_momentum, nesterov=True,
+                                weight_decay=recipe.sgd_weight_decay, **averaging)
+
+
+def start_run(seed, precision):
+    """Reset everything global a previous run may have left, then seed this run.
+
+    clear_session() resets Keras' global state, the dtype policy included, so the policy is
+    set after it, here, for each run (set once before the first run it silently fell back
+    to float32). Op determinism (TensorFlow's, set once by the CLI) and the strategy (passed
+    explicitly) are not touched by clear_session.
+    """
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
+    keras.mixed_precision.set_dtype_policy(precision)
+
+
+def compiled_model(variant, strategy, steps_per_epoch, recipe):
+    """build_model + optimizer and loss, inside the strategy's scope. Under mixed_float16
+    Keras wraps the optimizer in a LossScaleOptimizer; batch norm synchronises its batch
+    statistics across replicas when there are several, so every replica (and the saved
+    model) holds the same moving statistics. Label smoothing needs one-hot labels (Keras'
+    sparse loss has no smoothing): make_dataset(one_hot=True)."""
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+            if recipe.label_smoothing else "sparse_categorical_crossentropy")
+    with strategy.scope():
+        model = build_model(variant, recipe.bn_momentum,
+                            synchronized=strategy.num_replicas_in_sync > 1)
+        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, recipe),
+                      loss=loss, metrics=["accuracy"])
+    return model
+
+
+def training_callbacks(run_dir, recipe, x_train, best_so_far):
+    """Keras' callbacks and the lab's, in the order that makes a kill at any moment
+    recoverable (run_store.prepare_resume): backup and checkpoint, then the history row --
+    the commit point -- and only then superseded checkpoints go."""
+    return [
+        EpochTimer(),  # first, so CSVLogger writes its "seconds" column
+        keras.callbacks.TerminateOnNaN(),
+        # the training state (with EMA: the raw weights, the averages inside the optimizer)
+        keras.callbacks.BackupAndRestore(str(run_dir / run_store.BACKUP), double_checkpoint=True),
+        # With EMA the averaged weights are validated and checkpointed: swapped in before each
+        # validation (and batch norm's statistics then recomputed for them) and at each epoch's
+        # end after the backup, swapped back when the next epoch begins.
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if recipe.ema else []),
+        # before ModelCheckpoint sees the validation accuracy
+        *([RecomputeBatchNormStatistics(x_train[:recipe.bn_stat_images])]
+          if recipe.bn_stat_images else []),
+        # initial_value_threshold: a resumed run must not forget the best epoch it already saw
+        keras.callbacks.ModelCheckpoint(str(run_dir / run_store.CHECKPOINT_PATTERN),
+                                        monitor="val_accuracy", mode="max", save_best_only=True,
+                                        initial_value_threshold=best_so_far),
+        keras.callbacks.CSVLogger(str(run_dir / run_store.HISTORY), append=True),
+        KeepBestCheckpointOnly(run_dir),
+        keras.callbacks.TensorBoard(str(run_dir / run_store.TENSORBOARD)),
+    ]
+
+
+def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
+    """Train one run (resuming if it was interrupted), evaluate it, save everything; returns
+    its record (what metrics.json holds)."""
+    start_run(seed, recipe.precision)
+    run_store.start_run_folder(run_dir, dataclasses.asdict(recipe))
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    # The global batch is --batch-size on any number of replicas (each takes its share of a
+    # step), so the experiment is the same on one device or eight; --scale-with-replicas
+    # multiplies batch and learning rate instead (linear scaling rule), recorded in settings.
+    one_hot = recipe.label_smoothing > 0
+    train_ds = make_dataset(x_train, y_train, recipe.global_batch, training=True, seed=seed,
+                            translate=recipe.translate, one_hot=one_hot)
+    val_ds = make_dataset(x_val, y_val, recipe.global_batch, training=False, seed=seed,
+                          one_hot=one_hot)
+    steps_per_epoch = math.ceil(len(x_train) / recipe.global_batch)
+    model = compiled_model(variant, strategy, steps_per_epoch, recipe)
+    if model.dtype_policy.name != recipe.precision:  # the policy recorded is the one trained with
+        raise RuntimeError(f"model built with {model.dtype_policy.name}, not {recipe.precision}")
+
+    past, note = run_store.prepare_resume(run_dir, recipe.epochs)  # non-empty only when resuming
+    if note:
+        print(f"note: {note}", flush=True)
+    best_so_far = max((r["val_accuracy"] for r in past), default=None)
+    if len(past) < recipe.epochs:  # else killed while evaluating
+        model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, shuffle=False,  # the
+                  callbacks=training_callbacks(run_dir, recipe, x_train, best_so_far),  # dataset
+                  verbose=1 if sys.stdout.isatty() else 2)  # shuffles; one line per epoch in logs
+
+    evaluation_started = time.time()
+    history = run_store.read_history(run_dir / run_store.HISTORY)
+    record = {"name": variant.name, **dataclasses.asdict(variant), "seed": seed,
+              "settings": dataclasses.asdict(recipe),
+              "environment": environment.describe(tf, keras, strategy, recipe.precision,
+                                                  model.jit_compile),  # "auto" as resolved
+              "trainable_params": trainable_params(model), "epochs_run": len(history),
+              # summed over the epochs' rows, so it survives resumes
+              "train_seconds": round(sum(r.get("seconds", 0.0) for r in history), 1)}
+    best_epoch = run_store.best_logged_epoch(history) if history else None
+    losses = [r["loss"] for r in history] + [r["val_loss"] for r in history]
+    if (not history or not np.all(np.isfinite(losses))
+            or best_epoch not in run_store.checkpoint_epochs(run_dir)):
+        record.update(status="failed", reason="loss became NaN or inf (try a lower learning rate)")
+        run_store.write_metrics(run_dir, record)
+        return record
+
+    model = keras.models.load_model(run_store.checkpoint_path(run_dir, best_epoch))
+    probabilities = predict(model, x_test, recipe.batch_size, recipe.tta)
+    best = history[best_epoch - 1]
+    record.update(status="ok", best_epoch=best_epoch,
+                  train_accuracy=best["accuracy"], train_loss=best["loss"],
+                  val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
+                  **metrics_on_test_set(probabilities, y_test))
+    record = with_analysis_of(record, model, probabilities, x_test, y_test, recipe.shift_images)
+    figures = model_analysis.figure_data(model, x_test, probabilities, y_test)
+    # with train_seconds, a run's wall time even when its grid spans several sessions
+    record["evaluation_seconds"] = round(time.time() - evaluation_started, 1)
+    run_store.write_finished_run(run_dir, record, model, probabilities, y_test, figures)
+    tensorboard_hparams.write_hparams(run_dir, record, FACTORS)
+    return record
+
+
+def metrics_on_test_set(probabilities, labels):
+    """Accuracy, log loss, classification report and confusion matrix of test predictions."""
+    predicted = probabilities.argmax(axis=1)
+    classes = range(len(CLASS_NAMES))
+    return dict(
+        test_accuracy=float((predicted == labels).mean()),
+        test_loss=float(log_loss(labels, probabilities, labels=classes)),
+        classification_report=classification_report(
+            labels, predicted, labels=classes, target_names=CLASS_NAMES, output_dict=True,
+            digits=4, zero_division=0),
+        confusion_matrix=confusion_matrix(labels, predicted, labels=classes).tolist())
+
+
+def predict(model, x, batch_size, tta):
+    """Class probabilities; with tta, averaged with those of the mirrored images."""
+    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    if tta:
+        probabilities = (probabilities + model.predict(x[:, :, ::-1], batch_size=batch_size,
+                                                       verbose=0)) / 2
+    return probabilities
+
+
+def plain_predictor(model):
+    return lambda x: model.predict(x, batch_size=512, verbose=0)
+
+
+def with_analysis_of(record, model, probabilities, x_test, labels, shift_images):
+    """The run record with its calibration and shift analysis (model_analysis), nested and
+    as the flat metrics tables and statistics use."""
+    analysis = model_analysis.analyse(plain_predictor(model), probabilities, x_test, labels,
+                                      shift_images)
+    return {**record, "analysis": analysis, **model_analysis.summary_metrics(analysis)}
+
+
+def complete_saved_run(run, x_test):
+    """A finished run with its analysis and figure data, computed from its saved model and
+    predictions when missing or outdated (runs from before, merged folders) and cached in its
+    folder, so a --report-only rebuild computes each only once. Runs kept without their model
+    (a committed grid) are taken as they were recorded."""
+    run_dir = Path(run["run_dir"])
+    if run["status"] != "ok" or not (run_dir / run_store.MODEL).exists():
+        return run
+    settings = run_store.settings_of(run)
+    x_test = x_test[:settings["test_images"]]  # the test images the run was evaluated on
+    done = run.get("analysis", {})
+    analysed = (done.get("version") == model_analysis.ANALYSIS_VERSION
+                and done.get("shift_images") == min(settings["shift_images"], len(x_test)))
+    drawn = (run_dir / run_store.FIGURE_DATA).exists()
+    if analysed and drawn:
+        return run
+    model = keras.models.load_model(run_dir / run_store.MODEL)
+    saved = run_store.load_predictions(run_dir)
+    if not drawn:
+        run_store.save_figure_data(run_dir, model_analysis.figure_data(
+            model, x_test, saved["probabilities"], saved["labels"]))
+    if analysed:
+        return run
+    record = with_analysis_of(json.loads((run_dir / run_store.METRICS).read_text()), model,
+                              saved["probabilities"], x_test, saved["labels"],
+                              settings["shift_images"])
+    run_store.write_metrics(run_dir, record)
+    tensorboard_hparams.write_hparams(run_dir, record, FACTORS)
+    return {**run, **record}
