@@ -133,7 +133,8 @@ def smoke_check_warning(settings):
     check the pipeline and say nothing about the design choices."""
     if settings.get("subset"):
         return (f"Smoke check of the pipeline, not results: trained on {settings['subset']:,} "
-                f"images for {settings.get('epochs')} epoch(s). Differences between variants "
+                f"images for {settings.get('epochs')} epoch{'s' * (settings.get('epochs') != 1)}. "
+                "Differences between variants "
                 "here are noise; run without --quick/--subset for comparisons.")
     return None
 
@@ -344,6 +345,9 @@ def beyond_accuracy(ok, factors, display, output_dir):
     return tables, sentences, figures
 
 
+BEST_RUN_FIGURES = ("confusion_matrix", "filters", "activation_maps", "misclassified", "gradcam")
+
+
 def progress_warning(progress):
     """A sentence for the top of a report drawn while its grid still runs."""
     if progress and progress[0] < progress[1]:
@@ -372,6 +376,10 @@ def write_report(output_dir, runs, x_test, progress=None):
     drawn = load_figure_data(best["run_dir"])
     mistakes, explained = drawn["mistakes_index"], drawn["gradcam_index"]
     tag = best["name"]
+    for kind in BEST_RUN_FIGURES:  # a grid's best changes as its runs finish: one set only
+        for old in output_dir.glob(f"CNN_*_{kind}.png"):
+            if old.name != f"{tag}_{kind}.png":
+                old.unlink()
     best_title = f"{best['name']} (seed {best['seed']}; best on validation)"
     n_seeds = len({r["seed"] for r in ok})
     per_variant = mean_over_seeds(ok) if n_seeds > 1 else ok

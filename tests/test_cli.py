@@ -145,6 +145,8 @@ def test_report_only_redraws_without_training(tiny_grid, tmp_path, monkeypatch):
     out = copy_of(tiny_grid[0], tmp_path / "grid")
     for path in figure_paths(out) + [out / "report.html"]:
         path.unlink()
+    stale = out / "CNN_LeakyReLU_MaxPool_SGD_filters.png"  # of a run that was best before
+    stale.write_bytes(b"png")
 
     def no_training(*args, **kwargs):
         raise AssertionError("--report-only must not train")
@@ -154,6 +156,7 @@ def test_report_only_redraws_without_training(tiny_grid, tmp_path, monkeypatch):
     for path in figure_paths(out) + [out / "report.html"]:
         assert path.is_file(), path
     assert (out / "summary.md").read_text() == (tiny_grid[0] / "summary.md").read_text()
+    assert not stale.exists() and len(list(out.glob("CNN_*_filters.png"))) == 1
 
 
 def test_every_run_keeps_the_data_of_its_model_figures(tiny_grid):
