@@ -128,16 +128,46 @@ def scale_images(images):
     return (images.astype(np.float32) / 255.0)[..., None]
 
 
-def make_dataset(x, y, batch_size, training, seed, translate=0, one_hot=False):
+def make_dataset(x, y, batch_size, training, seed, translate=0, one_hot=False,
+                 alternating_epochs=None):
     """tf.data pipeline: in memory, shuffled and augmented for training, prefetched.
 
     Augmentation runs per batch inside the pipeline, overlapping the training step: random
     horizontal flips (clothes are left-right symmetric: a free extra view of every image)
     and, with translate, random shifts of up to that many whole pixels per image, zero
     filled. one_hot: labels as one-hot rows, which label smoothing needs.
+
+    alternating_epochs=(first, last): instead of random flips, each image is mirrored in every
+    other epoch (airbench's alternating flips; in which parity, drawn per image from the seed),
+    so every two epochs see both views of it. The dataset then spans epochs first..last-1 (fit
+    with steps_per_epoch): the epoch number decides the flip, and a resumed run starts at its
+    first unfinished epoch.
     """
     if one_hot:
         y = keras.utils.to_categorical(y, len(CLASS_NAMES)).astype(np.float32)
+    if training and alternating_epochs:
+        images, labels = tf.constant(x), tf.constant(y)
+        flipped_even = tf.constant(np.random.default_rng(seed).random(len(x)) < 0.5)
+
+        def epoch(number):
+            def batch_of(indices):  # a stateless shuffle of this epoch: positions -> images
+                chosen = tf.random.experimental.index_shuffle(
+                    indices, seed=tf.stack([tf.constant(seed, tf.int64), number]),
+                    max_index=len(x) - 1)
+                flip = tf.math.logical_xor(tf.gather(flipped_even, chosen), number % 2 == 1)
+                batch = tf.gather(images, chosen)
+                batch = tf.where(flip[:, None, None, None], batch[:, :, ::-1], batch)
+                return batch, tf.gather(labels, chosen)
+            return tf.data.Dataset.range(len(x)).batch(batch_size).map(batch_of)
+
+        ds = tf.data.Dataset.range(*alternating_epochs).flat_map(epoch)
+        if translate:
+            shift = keras.layers.RandomTranslation(
+                translate / 28, translate / 28, fill_mode="constant", interpolation="nearest",
+                seed=seed)
+            ds = ds.map(lambda xb, yb: (shift(xb, training=True), yb),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)

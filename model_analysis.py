@@ -10,8 +10,8 @@ class-score gradient-weighted activation map of a conv layer. figure_data: every
 best run's model-dependent figures draw (kernels, activation maps, mistakes, Grad-CAM).
 
 Computing only: arrays and dicts in, arrays and dicts out; the figures are drawn by
-visualization_utils, from what run_store saved. Every run gets the same shifts (a fixed seed), so differences between
-variants are paired.
+visualization_utils, from what run_store saved. Every run gets the same shifts (a fixed
+seed), so differences between variants are paired.
 """
 
 import numpy as np

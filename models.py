@@ -37,7 +37,7 @@ def variant_grid(activations, downsamplings, optimizers):
     return [Variant(*levels) for levels in itertools.product(activations, downsamplings, optimizers)]
 
 
-def build_model(variant, bn_momentum=0.99, synchronized=False):
+def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
     """The CNN of one variant, with named layers so figures can find them.
 
     Two conv blocks (32, 32 then 64, 64 filters, 3x3, 'same', each conv followed by batch
@@ -45,11 +45,13 @@ def build_model(variant, bn_momentum=0.99, synchronized=False):
     3x3 stride-2 convolution) and dropout 0.25. One more downsampling of the same kind
     takes 7x7 to 4x4 so that the flattened vector is 4*4*64 = 1024 and the 512-unit dense
     layer stays near 0.5M weights (at 7x7 it would be 1.6M and break the 1M budget).
-    synchronized: batch statistics over all replicas (MirroredStrategy).
+    synchronized: batch statistics over all replicas (MirroredStrategy). bn_scale=False: batch
+    norm without its learned scale (gamma fixed at 1).
     """
 
     def batch_norm(name):
-        return layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized, name=name)
+        return layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized,
+                                         scale=bn_scale, name=name)
 
     def activation(name):
         if variant.activation == "relu":

@@ -237,8 +237,8 @@ def statistics_sections(runs, factors, display):
     n_seeds = len({r["seed"] for r in ok})
     tables = [("Variants over seeds",
                f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean, "
-               f"clipped at 0 (and 100%) where the metric ends] over {n_seeds} seed{'s' * (n_seeds != 1)}; best "
-               "mean test accuracy first.",
+               f"clipped at 0 (and 100%) where the metric ends] over {n_seeds} "
+               f"seed{'s' * (n_seeds != 1)}; best mean test accuracy first.",
                ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
                [[e["name"], str(e["n"]), pm(e["test_accuracy"]), pm(e["val_accuracy"]),
                  pm(e["test_loss"], 1, 4, ""), pm(e["train_seconds"], 1 / 60, 1, "")]

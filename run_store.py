@@ -209,7 +209,9 @@ def settings_of(run):
     settings = {"replica_scaling": 1, "bn_momentum": 0.99, "bn_stat_images": 0, "shift_images": 10000,
                 "label_smoothing": 0.0, "ema": 0.0, "translate": 0, "adamw_weight_decay": 1e-4,
                 "warmup_epochs": 1, "sgd_momentum": 0.9, "sgd_weight_decay": 5e-4,
-                "test_images": None, **run.get("settings", {})}
+                "test_images": None, "dirac_init": False, "bn_scale": True, "lookahead": 0,
+                "lookahead_alpha": 0.5, "tta_translate": 0, "alternating_flips": False,
+                **run.get("settings", {})}
     if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
         settings["replica_scaling"] = settings.pop("replicas")
     for optimizer, peak in (("adam", 2e-3), ("sgd", 0.05)):  # the peaks before they were recorded

@@ -26,7 +26,8 @@ import run_store
 import tensorboard_hparams
 from data import CLASS_NAMES, SPLIT_SIZES, make_dataset
 from models import FACTORS, build_model, trainable_params
-from training_callbacks import EpochTimer, KeepBestCheckpointOnly, RecomputeBatchNormStatistics
+from training_callbacks import (EpochTimer, KeepBestCheckpointOnly, Lookahead,
+                                RecomputeBatchNormStatistics)
 
 
 def positive_int(text):
@@ -99,6 +100,23 @@ class Recipe:
     test_images: int | None = setting(None, "evaluate on the first N test images only (a "
                                             "testing aid; default: all 10,000)",
                                       type=positive_int, metavar="N")
+    # Fewer-epochs candidates (benchmarks/README.md, the 8-epoch ablation); off by default.
+    dirac_init: bool = setting(False, "initialise conv2 and conv4 (32->32, 64->64 channels) as "
+                                      "the identity (airbench's dirac init)", action="store_true")
+    bn_scale: bool = setting(True, "batch norm without its learned scale (frozen at 1, as in "
+                                   "Page's fast ResNet training)", flag="--no-bn-scale",
+                             action="store_false")
+    lookahead: int = setting(0, "Lookahead (Zhang et al. 2019): every K steps move slow weights "
+                                "towards the fast ones and restart from them (0: off)",
+                             type=int, metavar="K")
+    lookahead_alpha: float = setting(0.5, "Lookahead's step towards the fast weights",
+                                     type=float, metavar="A")
+    tta_translate: int = setting(0, "also average test predictions over the (flipped) images "
+                                    "shifted by PX pixels up-left and down-right (0: off)",
+                                 type=int, metavar="PX")
+    alternating_flips: bool = setting(False, "flip each training image in every other epoch "
+                                             "(which epochs at random per image) instead of at "
+                                             "random in each", action="store_true")
 
     def __post_init__(self):
         """Settings that cannot work: ValueError with one line naming the flag."""
@@ -117,6 +135,9 @@ class Recipe:
             (0 <= self.label_smoothing < 1, "--label-smoothing must be at least 0 and below 1"),
             (0 <= self.ema < 1, "--ema must be at least 0 and below 1"),
             (0 <= self.translate <= 14, "--translate must be between 0 and 14 pixels"),
+            (self.lookahead >= 0, "--lookahead must be 0 or more steps"),
+            (0 < self.lookahead_alpha <= 1, "--lookahead-alpha must be above 0 and at most 1"),
+            (0 <= self.tta_translate <= 3, "--tta-translate must be between 0 and 3 pixels"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -208,10 +229,22 @@ def compiled_model(variant, strategy, steps_per_epoch, recipe):
             if recipe.label_smoothing else "sparse_categorical_crossentropy")
     with strategy.scope():
         model = build_model(variant, recipe.bn_momentum,
-                            synchronized=strategy.num_replicas_in_sync > 1)
+                            synchronized=strategy.num_replicas_in_sync > 1, bn_scale=recipe.bn_scale)
+        if recipe.dirac_init:
+            for name in ("conv2", "conv4"):  # the convolutions that keep their channel count
+                kernel = model.get_layer(name).kernel
+                kernel.assign(dirac_kernel(kernel.shape))
         model.compile(optimizer=make_optimizer(variant, steps_per_epoch, recipe),
                       loss=loss, metrics=["accuracy"])
     return model
+
+
+def dirac_kernel(shape):
+    """A (h, w, c, c) convolution kernel that passes every channel through unchanged."""
+    h, w, channels_in, channels_out = shape
+    kernel = np.zeros(shape, np.float32)
+    kernel[h // 2, w // 2, np.arange(channels_in), np.arange(channels_out)] = 1.0
+    return kernel
 
 
 def training_callbacks(run_dir, recipe, x_train, best_so_far):
@@ -237,6 +270,7 @@ def training_callbacks(run_dir, recipe, x_train, best_so_far):
         keras.callbacks.CSVLogger(str(run_dir / run_store.HISTORY), append=True),
         KeepBestCheckpointOnly(run_dir),
         keras.callbacks.TensorBoard(str(run_dir / run_store.TENSORBOARD)),
+        *([Lookahead(recipe.lookahead, recipe.lookahead_alpha)] if recipe.lookahead else []),
     ]
 
 
@@ -250,8 +284,11 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     # step), so the experiment is the same on one device or eight; --scale-with-replicas
     # multiplies batch and learning rate instead (linear scaling rule), recorded in settings.
     one_hot = recipe.label_smoothing > 0
+    past, note = run_store.prepare_resume(run_dir, recipe.epochs)  # non-empty only when resuming
     train_ds = make_dataset(x_train, y_train, recipe.global_batch, training=True, seed=seed,
-                            translate=recipe.translate, one_hot=one_hot)
+                            translate=recipe.translate, one_hot=one_hot,
+                            alternating_epochs=((len(past), recipe.epochs)
+                                                if recipe.alternating_flips else None))
     val_ds = make_dataset(x_val, y_val, recipe.global_batch, training=False, seed=seed,
                           one_hot=one_hot)
     steps_per_epoch = math.ceil(len(x_train) / recipe.global_batch)
@@ -259,14 +296,15 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     if model.dtype_policy.name != recipe.precision:  # the policy recorded is the one trained with
         raise RuntimeError(f"model built with {model.dtype_policy.name}, not {recipe.precision}")
 
-    past, note = run_store.prepare_resume(run_dir, recipe.epochs)  # non-empty only when resuming
     if note:
         print(f"note: {note}", flush=True)
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
     if len(past) < recipe.epochs:  # else killed while evaluating
         model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, shuffle=False,  # the
                   callbacks=training_callbacks(run_dir, recipe, x_train, best_so_far),  # dataset
-                  verbose=1 if sys.stdout.isatty() else 2)  # shuffles; one line per epoch in logs
+                  verbose=1 if sys.stdout.isatty() else 2,  # shuffles; one line per epoch in logs
+                  # alternating flips: one dataset spans the remaining epochs
+                  steps_per_epoch=steps_per_epoch if recipe.alternating_flips else None)
 
     evaluation_started = time.time()
     history = run_store.read_history(run_dir / run_store.HISTORY)
@@ -286,7 +324,7 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
         return record
 
     model = keras.models.load_model(run_store.checkpoint_path(run_dir, best_epoch))
-    probabilities = predict(model, x_test, recipe.batch_size, recipe.tta)
+    probabilities = predict(model, x_test, recipe.batch_size, recipe.tta, recipe.tta_translate)
     best = history[best_epoch - 1]
     record.update(status="ok", best_epoch=best_epoch,
                   train_accuracy=best["accuracy"], train_loss=best["loss"],
@@ -314,13 +352,15 @@ def metrics_on_test_set(probabilities, labels):
         confusion_matrix=confusion_matrix(labels, predicted, labels=classes).tolist())
 
 
-def predict(model, x, batch_size, tta):
-    """Class probabilities; with tta, averaged with those of the mirrored images."""
-    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    if tta:
-        probabilities = (probabilities + model.predict(x[:, :, ::-1], batch_size=batch_size,
-                                                       verbose=0)) / 2
-    return probabilities
+def predict(model, x, batch_size, tta, translate=0):
+    """Class probabilities; with tta, averaged with those of the mirrored images; with
+    translate, also with those of every view shifted translate pixels up-left and down-right
+    (zero fill)."""
+    views = [x, x[:, :, ::-1]] if tta else [x]
+    if translate:
+        views += [model_analysis.shift_images(view, d * translate, d * translate)
+                  for view in list(views) for d in (-1, 1)]
+    return np.mean([model.predict(v, batch_size=batch_size, verbose=0) for v in views], axis=0)
 
 
 def plain_predictor(model):

@@ -70,3 +70,27 @@ class KeepBestCheckpointOnly(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for old in checkpoint_epochs(self.run_dir)[:-1]:
             checkpoint_path(self.run_dir, old).unlink(missing_ok=True)
+
+
+class Lookahead(keras.callbacks.Callback):
+    """Lookahead (Zhang et al. 2019, "Lookahead Optimizer: k steps forward, 1 step back"):
+    the optimizer updates fast weights; every k steps slow weights move alpha of the way
+    towards them, and the fast weights restart from the slow ones. Trainable weights only
+    (batch norm's statistics are recomputed anyway). A resumed run starts its slow weights
+    from the restored ones."""
+
+    def __init__(self, k, alpha):
+        super().__init__()
+        self.k, self.alpha = k, alpha
+
+    def on_train_begin(self, logs=None):
+        self.slow = [np.array(w.numpy(), dtype=np.float32) for w in self.model.trainable_weights]
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps % self.k:
+            return
+        for slow, weight in zip(self.slow, self.model.trainable_weights):
+            slow += self.alpha * (weight.numpy() - slow)
+            weight.assign(slow)

@@ -18,15 +18,16 @@ killed ablation resumes where it stopped and every row is what the CLI would pro
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The baseline is the runner's default recipe when the ablation ran; AdamW's peak learning
-# rate has been 4e-3 since (lr_peak_x2's row), so it is pinned here to keep reruns comparable.
-BASELINE = ["--adam-peak-lr", "0.002"]
+# The baseline is the runner's default recipe, plus --baseline-flags. The 6-epoch table of
+# 2026-11-29 (benchmarks/README.md) was made with `--baseline-flags "--adam-peak-lr 0.002"`,
+# the default peak at the time.
 CONFIGS = {  # name -> runner flags added to the baseline
     "baseline": [],
     "label_smoothing_0.1": ["--label-smoothing", "0.1"],   # Szegedy et al. 2016
@@ -38,6 +39,13 @@ CONFIGS = {  # name -> runner flags added to the baseline
     # Loshchilov & Hutter 2019; with batch norm it keeps the effective learning rate up
     # (van Laarhoven 2017)
     "adamw_wd_0.05": ["--adamw-weight-decay", "0.05"],
+    # Fewer epochs (airbench, Jordan 2024; Page's "How to train your ResNet"): each alone
+    "dirac_init": ["--dirac-init"],                       # identity init of conv2 and conv4
+    "no_bn_scale": ["--no-bn-scale"],                     # frozen batch norm scales
+    "lookahead_5": ["--lookahead", "5"],                  # Zhang et al. 2019, alpha 0.5
+    "alternating_flips": ["--alternating-flips"],         # every image mirrored every other epoch
+    "warmup_0.3": ["--warmup-epochs", "0.3"],             # a shorter warm-up
+    "lr_peak_x1.5": ["--lr-scale", "1.5"],                # a higher peak for both optimizers
 }
 
 
@@ -49,6 +57,9 @@ def parse_args():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variant", nargs=3, default=["relu", "maxpool", "adam"],
                    metavar=("ACTIVATION", "DOWNSAMPLING", "OPTIMIZER"))
+    p.add_argument("--baseline-flags", default="", metavar="'FLAGS'",
+                   help="runner flags, in one quoted string, that make the baseline (default: "
+                        "none, the runner's own defaults)")
     p.add_argument("--base-flags", nargs=argparse.REMAINDER, default=[],
                    help="more runner flags for every configuration (e.g. --subset 4000)")
     p.add_argument("--output-dir", type=Path, default=ROOT / "results-ablation")
@@ -62,7 +73,8 @@ def runner_command(args, config, seed):
     return [sys.executable, str(ROOT / "fashion_mnist_cnn.py"), "--activation", activation,
             "--downsampling", downsampling, "--optimizer", optimizer, "--epochs", str(args.epochs),
             "--seeds", str(seed), "--shift-images", "500", "--output-dir",
-            str(args.output_dir / config), *BASELINE, *CONFIGS[config], *args.base_flags]
+            str(args.output_dir / config), "--no-report", *shlex.split(args.baseline_flags), *CONFIGS[config],
+            *args.base_flags]
 
 
 def finished(args, config, seed):
@@ -70,8 +82,9 @@ def finished(args, config, seed):
     return {**json.loads(runs[0].read_text()), "run_dir": runs[0].parent} if runs else None
 
 
-def flip_tta_accuracies(args, seed, run):
-    """Validation accuracy of a finished run's checkpoint without and with flip averaging."""
+def flip_tta_accuracies(args, seed, run, translate=0):
+    """Validation accuracy of a finished run's checkpoint without and with flip averaging
+    (and, with translate, shifted views too)."""
     sys.path.insert(0, str(ROOT))  # imported here: the orchestrator itself needs no TensorFlow
     import keras
 
@@ -82,7 +95,7 @@ def flip_tta_accuracies(args, seed, run):
     x_val, y_val = prepare_data(None, settings["subset"], settings["val_fraction"], seed)["val"]
     model = keras.models.load_model(Path(run["run_dir"]) / "model.keras")
     plain = predict(model, x_val, 512, tta=False).argmax(axis=1)
-    flipped = predict(model, x_val, 512, tta=True).argmax(axis=1)
+    flipped = predict(model, x_val, 512, tta=True, translate=translate).argmax(axis=1)
     return float((plain == y_val).mean()), float((flipped == y_val).mean())
 
 
@@ -117,10 +130,12 @@ def table(args):
             delta = f"{pp(statistics.mean(diffs))} ({', '.join(pp(d) for d in diffs)})"
         lines.append(f"| {config} | " + " | ".join(f"{100 * a:.2f}" for a in accs) +
                      f" | {100 * statistics.mean(accs):.2f} | {delta} | {seconds:.0f} |")
-    if all(base[s] and base[s]["status"] == "ok" for s in seeds):
-        plain, flipped = zip(*(flip_tta_accuracies(args, s, base[s]) for s in seeds))
+    for translate, what in ((0, "flip TTA"), (1, "flip + 1-px translation TTA")):
+        if not all(base[s] and base[s]["status"] == "ok" for s in seeds):
+            break
+        plain, flipped = zip(*(flip_tta_accuracies(args, s, base[s], translate) for s in seeds))
         diffs = [f - p for p, f in zip(plain, flipped)]
-        lines.append("| baseline checkpoints + flip TTA at evaluation | " +
+        lines.append(f"| baseline checkpoints + {what} at evaluation | " +
                      " | ".join(f"{100 * a:.2f}" for a in flipped) +
                      f" | {100 * statistics.mean(flipped):.2f} | "
                      f"{pp(statistics.mean(diffs))} ({', '.join(pp(d) for d in diffs)}) vs the "

@@ -5,6 +5,7 @@ with these techniques resuming and saving the model it validated: test_reliabili
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,8 +15,10 @@ import run_store
 import training
 from data import make_dataset
 from errors import UsageError
-from models import Variant
+from model_analysis import shift_images
+from models import Variant, build_model, trainable_params
 from training import Recipe
+from training_callbacks import Lookahead
 
 
 def shifted(image, dy, dx):
@@ -91,3 +94,85 @@ def test_recipe_fields_reach_the_sgd_optimizer_and_the_warm_up():
     schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
     assert float(schedule(25)) == pytest.approx(0.05 / 2)  # half-way through 50 warm-up steps
     assert float(schedule(50)) == pytest.approx(0.05)
+
+
+# ----------------------------------------------------------------------------- fewer-epochs candidates
+
+def test_dirac_init_makes_conv2_and_conv4_the_identity_and_leaves_conv1_learned():
+    training.start_run(0, "float32")
+    model = training.compiled_model(Variant("relu", "maxpool", "adam"), tf.distribute.get_strategy(),
+                                    10, Recipe(epochs=2, dirac_init=True))
+    images = np.random.default_rng(0).random((2, 14, 14, 64), dtype=np.float32)
+    conv4 = model.get_layer("conv4")
+    np.testing.assert_allclose(np.asarray(conv4(images)), images, atol=1e-6)  # passes through
+    assert model.get_layer("conv2").kernel.numpy()[1, 1].trace() == 32
+    assert np.count_nonzero(model.get_layer("conv1").kernel.numpy()) == 3 * 3 * 32  # random
+
+
+def test_no_bn_scale_drops_every_gamma():
+    with_scale = training.compiled_model(Variant("relu", "strided", "sgd"), tf.distribute.get_strategy(),
+                                         10, Recipe(epochs=2))
+    without = training.compiled_model(Variant("relu", "strided", "sgd"), tf.distribute.get_strategy(),
+                                      10, Recipe(epochs=2, bn_scale=False))
+    norms = [layer for layer in without.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.gamma is None for layer in norms)
+    channels = sum(layer.beta.shape[0] for layer in norms)
+    assert trainable_params(with_scale) - trainable_params(without) == channels
+
+
+def test_translation_tta_averages_the_shifted_views():
+    training.start_run(0, "float32")
+    model = build_model(Variant("relu", "maxpool", "adam"))
+    x = np.random.default_rng(1).random((8, 28, 28, 1), dtype=np.float32)
+    views = [x, x[:, :, ::-1]]
+    views += [shift_images(v, d, d) for v in list(views) for d in (-1, 1)]
+    expected = np.mean([model.predict(v, verbose=0) for v in views], axis=0)
+    np.testing.assert_allclose(training.predict(model, x, 8, tta=True, translate=1), expected,
+                               atol=1e-6)
+    assert not np.allclose(expected, training.predict(model, x, 8, tta=True))
+
+
+def test_lookahead_moves_slow_weights_towards_fast_ones_every_k_steps():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False)(inputs))
+    model.layers[1].kernel.assign(np.zeros((3, 1), np.float32))  # slow = 0
+    callback = Lookahead(k=2, alpha=0.5)
+    callback.set_model(model)
+    callback.on_train_begin()
+    model.layers[1].kernel.assign(np.full((3, 1), 4.0, np.float32))  # the optimizer's steps
+    callback.on_train_batch_end(0)
+    assert float(model.layers[1].kernel.numpy()[0, 0]) == 4.0  # step 1 of 2: untouched
+    callback.on_train_batch_end(1)
+    np.testing.assert_allclose(model.layers[1].kernel.numpy(), 2.0)  # 0 + 0.5 * (4 - 0)
+    model.layers[1].kernel.assign(np.full((3, 1), 6.0, np.float32))
+    callback.on_train_batch_end(2)
+    callback.on_train_batch_end(3)
+    np.testing.assert_allclose(model.layers[1].kernel.numpy(), 4.0)  # 2 + 0.5 * (6 - 2)
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch():
+    rng = np.random.default_rng(2)
+    images = rng.random((40, 28, 28, 1)).astype(np.float32)
+    ds = make_dataset(images, np.arange(40), 16, training=True, seed=0, alternating_epochs=(0, 3))
+    batches = list(ds)
+    assert len(batches) == 3 * 3  # ceil(40 / 16) batches per epoch, three epochs
+    flipped = {}
+    for epoch in range(3):
+        for xb, index in batches[3 * epoch: 3 * epoch + 3]:
+            for image, i in zip(np.asarray(xb), np.asarray(index)):
+                mirrored = np.array_equal(image, images[i][:, ::-1])
+                assert mirrored or np.array_equal(image, images[i])
+                flipped.setdefault(int(i), []).append(mirrored)
+    assert sorted(flipped) == list(range(40))
+    assert all(f[0] != f[1] and f[0] == f[2] for f in flipped.values())  # alternate
+    assert 5 < sum(f[0] for f in flipped.values()) < 35  # which parity: drawn per image
+    resumed = [np.asarray(i) for _, i in make_dataset(images, np.arange(40), 16, training=True,
+                                                      seed=0, alternating_epochs=(1, 3))]
+    assert len(resumed) == 6  # a resumed run's dataset starts at its first unfinished epoch
+
+
+def test_bad_candidate_values_are_refused_in_one_line(capsys):
+    for argv in (["--lookahead", "-1"], ["--lookahead-alpha", "0"], ["--tta-translate", "4"]):
+        with pytest.raises(SystemExit):
+            fm.parse_args(argv)
+        assert argv[0] in capsys.readouterr().err
