@@ -4,6 +4,7 @@ recipe's settings reach the optimizer and are told apart from older runs'. (A ki
 with these techniques resuming and saving the model it validated: test_reliability.py.)"""
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -176,3 +177,29 @@ def test_bad_candidate_values_are_refused_in_one_line(capsys):
         with pytest.raises(SystemExit):
             fm.parse_args(argv)
         assert argv[0] in capsys.readouterr().err
+
+
+def test_a_run_with_every_candidate_saves_the_model_it_validated(tmp_path):
+    """All fewer-epochs candidates at once through the runner: recorded with the run, and the
+    evaluated checkpoint reproduces its logged validation accuracy."""
+    from conftest import inference_accuracy, require_real_data
+
+    from data import prepare_data
+
+    require_real_data()
+    argv = ["--subset", "640", "--batch-size", "64", "--test-images", "512", "--shift-images",
+            "100", "--epochs", "2", "--no-report", "--activation", "relu", "--downsampling",
+            "maxpool", "--optimizer", "sgd", "--dirac-init", "--no-bn-scale", "--lookahead", "3",
+            "--tta-translate", "1", "--alternating-flips", "--warmup-epochs", "0.5"]
+    assert fm.main([*argv, "--output-dir", str(tmp_path)]) == 0
+    run_dir = run_store.run_dir(tmp_path, "CNN_ReLU_MaxPool_SGD", 0)
+    record = json.loads((run_dir / run_store.METRICS).read_text())
+    assert record["status"] == "ok" and record["epochs_run"] == 2
+    assert {k: record["settings"][k] for k in ("dirac_init", "bn_scale", "lookahead",
+                                               "tta_translate", "alternating_flips")} == \
+        {"dirac_init": True, "bn_scale": False, "lookahead": 3, "tta_translate": 1,
+         "alternating_flips": True}
+    model = keras.models.load_model(run_dir / run_store.MODEL)
+    history = run_store.read_history(run_dir / run_store.HISTORY)
+    accuracy = inference_accuracy(model, *prepare_data(None, 640, 0.1, seed=0)["val"])
+    assert accuracy == pytest.approx(history[record["best_epoch"] - 1]["val_accuracy"], abs=1e-6)
