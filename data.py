@@ -162,9 +162,7 @@ def make_dataset(x, y, batch_size, training, seed, translate=0, one_hot=False,
 
         ds = tf.data.Dataset.range(*alternating_epochs).flat_map(epoch)
         if translate:
-            shift = keras.layers.RandomTranslation(
-                translate / 28, translate / 28, fill_mode="constant", interpolation="nearest",
-                seed=seed)
+            shift = random_translation(translate, seed)
             ds = ds.map(lambda xb, yb: (shift(xb, training=True), yb),
                         num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
@@ -175,9 +173,13 @@ def make_dataset(x, y, batch_size, training, seed, translate=0, one_hot=False,
     if training:
         augment = [keras.layers.RandomFlip("horizontal", seed=seed)]
         if translate:
-            augment.append(keras.layers.RandomTranslation(
-                translate / 28, translate / 28, fill_mode="constant", interpolation="nearest",
-                seed=seed))
+            augment.append(random_translation(translate, seed))
         augment = keras.Sequential(augment, name="augment")
         ds = ds.map(lambda xb, yb: (augment(xb, training=True), yb), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def random_translation(pixels, seed):
+    """Keras' random shift of up to `pixels` whole pixels in each axis, zero filled."""
+    return keras.layers.RandomTranslation(pixels / 28, pixels / 28, fill_mode="constant",
+                                          interpolation="nearest", seed=seed)
