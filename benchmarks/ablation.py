@@ -78,8 +78,14 @@ def runner_command(args, config, seed):
 
 
 def finished(args, config, seed):
-    runs = list((args.output_dir / config / "runs").glob(f"*/seed{seed}/metrics.json"))
-    return {**json.loads(runs[0].read_text()), "run_dir": runs[0].parent} if runs else None
+    """The finished run of this configuration, variant and seed, or None (several variants may
+    share a configuration's folder)."""
+    wanted = dict(zip(("activation", "downsampling", "optimizer"), args.variant))
+    for path in (args.output_dir / config / "runs").glob(f"*/seed{seed}/metrics.json"):
+        run = json.loads(path.read_text())
+        if all(run[factor] == level for factor, level in wanted.items()):
+            return {**run, "run_dir": path.parent}
+    return None
 
 
 def flip_tta_accuracies(args, seed, run, translate=0):
