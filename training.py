@@ -280,11 +280,11 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     start_run(seed, recipe.precision)
     run_store.start_run_folder(run_dir, dataclasses.asdict(recipe))
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
+    one_hot = recipe.label_smoothing > 0
+    past, note = run_store.prepare_resume(run_dir, recipe.epochs)  # non-empty only when resuming
     # The global batch is --batch-size on any number of replicas (each takes its share of a
     # step), so the experiment is the same on one device or eight; --scale-with-replicas
     # multiplies batch and learning rate instead (linear scaling rule), recorded in settings.
-    one_hot = recipe.label_smoothing > 0
-    past, note = run_store.prepare_resume(run_dir, recipe.epochs)  # non-empty only when resuming
     train_ds = make_dataset(x_train, y_train, recipe.global_batch, training=True, seed=seed,
                             translate=recipe.translate, one_hot=one_hot,
                             alternating_epochs=((len(past), recipe.epochs)
