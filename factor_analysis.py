@@ -160,6 +160,18 @@ def first_epoch_reaching(history, threshold):
     return None
 
 
+def convergence_measures(history, thresholds=CONVERGENCE_THRESHOLDS, early_epochs=(1, 2)):
+    """A run's convergence as flat metrics: validation accuracy after each early epoch
+    (val_accuracy_epoch1, ...) and the first epoch reaching each threshold (epochs_to_90,
+    ...; None when it never did)."""
+    measures = {f"val_accuracy_epoch{e}": history[e - 1]["val_accuracy"] if len(history) >= e
+                else None for e in early_epochs}
+    for threshold in thresholds:
+        reached = first_epoch_reaching(history, threshold)
+        measures[f"epochs_to_{round(100 * threshold)}"] = reached[0] if reached else None
+    return measures
+
+
 def convergence(runs, thresholds=CONVERGENCE_THRESHOLDS):
     """Per variant and threshold: how many seeds reached it, and the mean epochs and seconds
     those took. runs: records with name and history (per-epoch rows)."""

@@ -10,6 +10,8 @@ and figures to --output-dir.
     python fashion_mnist_cnn.py --optimizer adam --activation relu --epochs 5
     python fashion_mnist_cnn.py --list-variants       # names and parameter counts
     python fashion_mnist_cnn.py --seeds 0 1 2         # every variant once per seed
+    python fashion_mnist_cnn.py --lr-scales 0.5 1 2   # and at half and twice its peak
+    python fashion_mnist_cnn.py --tune-lr --seeds 0 1 2   # tune each peak, then compare
     python fashion_mnist_cnn.py --shard 0/4           # the first of 4 slices (cluster array)
     python fashion_mnist_cnn.py --report-only         # redraw figures, no training
     python fashion_mnist_cnn.py --report-only a b --output-dir merged   # merge shard dirs
@@ -21,6 +23,7 @@ redrawn after every finished run, so the first comparison is there while the gri
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -38,6 +41,7 @@ with environment.native_stderr_silenced():  # TensorFlow's CUDA probing prints o
     for _gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed, so
         tf.config.experimental.set_memory_growth(_gpu, True)  # workers can share one GPU
 
+import lr_tuning  # noqa: E402
 import run_store  # noqa: E402
 import tensorboard_hparams  # noqa: E402
 from data import prepare_data, prepare_test_images  # noqa: E402
@@ -74,6 +78,19 @@ def build_parser():
                       help="repeat every variant once per seed; each seed fixes its run's data "
                            "split, initialisation and shuffling (default: 0)")
     grid.add_argument("--seed", type=int, default=None, help="one seed: same as --seeds S")
+    grid.add_argument("--lr-scales", type=float, nargs="+", default=None, metavar="M",
+                      help="the learning-rate axis: every variant and seed once per multiple M "
+                           "of its optimizer's peak (after --lr-scale); M other than 1 gets "
+                           "its own run folder, and the report compares each variant at its "
+                           "M with the best validation accuracy (default: 1)")
+    grid.add_argument("--tune-lr", action="store_true",
+                      help="tune each variant's peak with the same budget, then compare: the "
+                           "--lr-scales sweep (default: "
+                           f"{' '.join(f'{m:g}' for m in lr_tuning.DEFAULT_SWEEP)}) on the first "
+                           "seed, extended by one point beyond an edge while the best "
+                           "validation accuracy sits there (up to "
+                           f"{lr_tuning.MAX_EXTENSIONS}), then the other seeds at each "
+                           "variant's best multiplier")
 
     recipe = p.add_argument_group("the recipe (stored with every run as settings.json)")
     for field in dataclasses.fields(Recipe):
@@ -134,6 +151,18 @@ def parse_args(argv=None):
     args.seeds = [args.seed] if args.seed is not None else args.seeds or [0]
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds repeats a seed: {args.seeds}")
+    scales = args.lr_scales or (list(lr_tuning.DEFAULT_SWEEP) if args.tune_lr else [1.0])
+    if min(scales) <= 0 or not all(map(math.isfinite, scales)):
+        p.error(f"--lr-scales must be positive numbers: {' '.join(f'{m:g}' for m in scales)}")
+    if len(set(scales)) != len(scales):
+        p.error(f"--lr-scales repeats a multiplier: {' '.join(f'{m:g}' for m in scales)}")
+    if args.tune_lr and len(scales) < 2:
+        p.error("--tune-lr needs at least two --lr-scales to sweep")
+    if args.tune_lr and (args.shard or args.report_only is not None):
+        p.error("--tune-lr decides its next runs from the finished ones, in one process: "
+                "give it no --shard or --report-only (on a cluster, run each stage with "
+                "--lr-scales)")
+    args.lr_scales = scales
     try:
         Recipe.from_args(args)  # every setting checked once, here, before anything starts
     except ValueError as e:
@@ -145,10 +174,12 @@ def parse_args(argv=None):
     return args
 
 
-def planned_runs(variants, seeds, shard=None):
-    """Every (variant, seed) run of the grid, in a fixed order, or this shard's slice of it:
-    every N-th run from I, so slices are disjoint, cover the grid and take similar time."""
-    runs = [(variant, seed) for seed in seeds for variant in variants]
+def planned_runs(variants, seeds, shard=None, lr_multipliers=(1.0,)):
+    """Every (variant, seed, lr multiplier) run of the grid, in a fixed order, or this
+    shard's slice of it: every N-th run from I, so slices are disjoint, cover the grid and
+    take similar time."""
+    runs = [(variant, seed, multiplier) for seed in seeds for multiplier in lr_multipliers
+            for variant in variants]
     if shard:
         index, count = shard
         runs = runs[index::count]
@@ -156,10 +187,10 @@ def planned_runs(variants, seeds, shard=None):
 
 
 def print_table(rows):
-    print(f"\n{'variant':32} {'seed':>4} {'params':>8} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
+    print(f"\n{'variant':42} {'seed':>4} {'params':>8} {'epochs':>6} {'val acc':>8} {'test acc':>8} "
           f"{'test loss':>9} {'time':>7}")
     for r in rows:
-        head = f"{r['name']:32} {r['seed']:>4} {r['trainable_params']:>8,}"
+        head = f"{run_store.run_label(r):42} {r['seed']:>4} {r['trainable_params']:>8,}"
         if r["status"] != "ok":
             print(f"{head} {'FAILED':>6}")
             continue
@@ -187,19 +218,21 @@ class Reporter:
 
 
 def run_grid(planned, recipe, context, after_each_run=None):
-    """Train every planned (variant, seed) run not yet finished; returns the failed ones.
+    """Train every planned (variant, seed, lr multiplier) run not yet finished; returns the
+    failed ones.
     after_each_run(finished, planned): called while runs remain, e.g. to redraw the report."""
     settings = dataclasses.asdict(recipe)
     todo, skipped = run_store.runs_to_do(planned, context.output_dir, settings, context.fresh)
-    for variant, seed, status in skipped:
-        print(f"skip {variant.name} seed {seed}: finished ({status}), --fresh retrains it")
+    for variant, seed, multiplier, status in skipped:
+        print(f"skip {label(variant, multiplier)} seed {seed}: finished ({status}), --fresh "
+              "retrains it")
     if context.shard:  # other workers may share the dir: clean only its own run folders now,
-        run_store.remove_leftover_temp_files([d for _, _, d in todo])  # elsewhere stale files
+        run_store.remove_leftover_temp_files([d for *_, d in todo])  # elsewhere stale files
         run_store.remove_leftover_temp_files([context.output_dir], older_than=600)
     else:
         run_store.remove_leftover_temp_files([context.output_dir])
     failed, started, data = [], time.time(), {}
-    for i, (variant, seed, run_dir) in enumerate(todo, start=1):
+    for i, (variant, seed, multiplier, run_dir) in enumerate(todo, start=1):
         if seed not in data:  # each seed has its own train/validation split
             data = {seed: prepare_data(context.data_dir, recipe.subset, recipe.val_fraction, seed,
                                        recipe.test_images)}
@@ -209,20 +242,48 @@ def run_grid(planned, recipe, context, after_each_run=None):
         elapsed = time.time() - started
         eta = (f", ~{run_store.format_seconds(elapsed / (i - 1) * (len(todo) - i + 1))} left"
                if i > 1 else "")
-        print(f"\n[{i}/{len(todo)}] {variant.name} seed {seed} "
+        name = label(variant, multiplier)
+        print(f"\n[{i}/{len(todo)}] {name} seed {seed} "
               f"(elapsed {run_store.format_seconds(elapsed)}{eta})", flush=True)
-        record = train_and_evaluate(variant, seed, data[seed], recipe, context.strategy, run_dir)
+        record = train_and_evaluate(variant, seed, data[seed], recipe, context.strategy, run_dir,
+                                    multiplier)
         if record["status"] != "ok":
-            print(f"FAILED {variant.name} seed {seed}: {record['reason']}", flush=True)
+            print(f"FAILED {name} seed {seed}: {record['reason']}", flush=True)
             failed.append(record)
         else:
-            print(f"{variant.name} seed {seed}: val {record['val_accuracy']:.4f}, test "
+            print(f"{name} seed {seed}: val {record['val_accuracy']:.4f}, test "
                   f"{record['test_accuracy']:.4f} in "
                   f"{run_store.format_seconds(record['train_seconds'])}", flush=True)
         run_store.write_results_table(context.output_dir)
         if after_each_run and i < len(todo):
             after_each_run(len(skipped) + i, len(planned))
     return failed
+
+
+def label(variant, multiplier):
+    return run_store.run_label({"name": variant.name, "lr_multiplier": multiplier})
+
+
+def tune_learning_rates(variants, seeds, scales, recipe, context, after_each_run=None):
+    """The tuning protocol (lr_tuning): the sweep on the first seed, grown while a
+    variant's best validation accuracy sits at an edge; then the other seeds at each
+    variant's chosen multiplier. Resumable like any grid: every decision is taken again
+    from the finished runs."""
+    failed, planned = [], []
+    while True:
+        sweep = lr_tuning.sweep_plan(variants, seeds[0], scales,
+                                     run_store.finished_runs(context.output_dir))
+        if sweep == planned:
+            break
+        planned = sweep
+        failed += run_grid(planned, recipe, context, after_each_run)
+    keys = {(v.name, m, s) for v, s, m in planned}
+    swept = [r for r in run_store.finished_runs(context.output_dir) if run_store.run_key(r) in keys]
+    chosen = lr_tuning.chosen_multipliers(swept)
+    for name, multiplier in chosen.items():
+        print(f"chosen on validation: {name} at lr x{multiplier:g}", flush=True)
+    planned += [(v, s, chosen[v.name]) for s in seeds[1:] for v in variants if v.name in chosen]
+    return failed + run_grid(planned, recipe, context, after_each_run)
 
 
 def raise_interrupt(signum, frame):
@@ -291,7 +352,12 @@ def run(args):
         draws = args.report and not shard
         redraw = (lambda done, total: report(run_store.finished_runs(args.output_dir),
                                              (done, total))) if draws else None
-        failed = run_grid(planned_runs(variants, args.seeds, shard), recipe, context, redraw)
+        if args.tune_lr:
+            failed = tune_learning_rates(variants, args.seeds, args.lr_scales, recipe, context,
+                                         redraw)
+        else:
+            failed = run_grid(planned_runs(variants, args.seeds, shard, args.lr_scales), recipe,
+                              context, redraw)
         runs = run_store.finished_runs(args.output_dir) if draws else None
     if runs is None:
         print_table(run_store.write_results_table(args.output_dir))
@@ -307,7 +373,7 @@ def run(args):
         print_table(report(runs))
         print(f"\nresults in {args.output_dir}/ (results.csv, report.html, figures)")
     if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(r['name'] for r in failed)}", file=sys.stderr)
+        print(f"{len(failed)} run(s) failed: {', '.join(run_store.run_label(r) for r in failed)}", file=sys.stderr)
         return 1
     return 0
 

@@ -25,6 +25,10 @@ ANALYSIS_VERSION = 2  # bump when a definition changes, so cached analyses are r
 SAMPLE_INDEX = 0  # the fixed test image of the activation-map figure (an ankle boot)
 MAP_LAYERS = ("act1", "act2", "act3", "act4")
 GRADCAM_LAYER = "act4"
+# Dying units: the activations after conv1-4 and the dense layer, probed on the first 2,048
+# validation images of the run's split (the same images at every epoch)
+UNIT_LAYERS = ("act1", "act2", "act3", "act4", "dense_act")
+UNIT_PROBE_IMAGES = 2048
 GRADCAM_CLASSES = (0, 1, 2, 6, 7, 8)  # one correct example each: T-shirt, Trouser, Pullover, Shirt, Sneaker, Bag
 N_MISTAKES = 18
 
@@ -123,6 +127,43 @@ def gradcam(model, images, layer_name, class_indices):
     maps = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)).numpy()
     peak = maps.max(axis=(1, 2), keepdims=True)
     return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+def activation_probe(model, layer_names=UNIT_LAYERS):
+    """A model sharing `model`'s weights whose outputs are the named layers' activations."""
+    import keras
+
+    return keras.Model(model.inputs[0], [model.get_layer(n).output for n in layer_names])
+
+
+def never_positive_shares(probe, images, batch_size=512):
+    """Per output of an activation probe: the share of its units that are never positive on
+    any of the images, computed in inference mode. A unit of a conv layer is a channel (never
+    positive at any position of any image), of a dense layer a neuron. After ReLU such a unit
+    is dead: zero output and zero gradient for every image. LeakyReLU's output is negative
+    exactly where its input is, so the same count says how many units only the leak keeps
+    learning."""
+    import keras
+
+    peaks = None
+    for start in range(0, len(images), batch_size):
+        outputs = probe(images[start:start + batch_size], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        batch = [np.asarray(keras.ops.max(keras.ops.cast(o, "float32"),
+                                          axis=tuple(range(len(o.shape) - 1))))
+                 for o in outputs]
+        peaks = batch if peaks is None else [np.maximum(p, b) for p, b in zip(peaks, batch)]
+    return [float(np.mean(p <= 0)) for p in peaks]
+
+
+def never_positive_units(model, images, layer_names=UNIT_LAYERS):
+    """{layer: {"units", "never_positive" (share)}} and the share over all those units."""
+    shares = never_positive_shares(activation_probe(model, layer_names), images)
+    layers = {n: {"units": int(model.get_layer(n).output.shape[-1]), "never_positive": s}
+              for n, s in zip(layer_names, shares)}
+    pooled = (sum(v["units"] * v["never_positive"] for v in layers.values())
+              / sum(v["units"] for v in layers.values()))
+    return layers, float(pooled)
 
 
 def summary_metrics(analysis):

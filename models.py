@@ -92,3 +92,10 @@ def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
 
 def trainable_params(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def downsampling_params(model):
+    """Trainable parameters of the downsampling layers (down1-3 and, for strided
+    convolutions, their batch norms): 0 for max pooling, which learns nothing."""
+    return int(sum(np.prod(w.shape) for layer in model.layers if layer.name.startswith("down")
+                   for w in layer.trainable_weights))

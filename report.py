@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 
 import factor_analysis as fa
+import lr_tuning
 from data import CLASS_NAMES
 from model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
 from models import DISPLAY, FACTORS
-from run_store import atomic_write, format_seconds, load_figure_data
+from report_study import study_sections
+from run_store import (atomic_write, format_seconds, load_figure_data, run_label,
+                       settings_of)
 from visualization_utils import (plot_activation_maps, plot_calibration, plot_confusion_matrix,
                                  plot_factor_effects, plot_filters, plot_gradcam,
                                  plot_misclassified, plot_per_class_accuracy,
@@ -94,16 +97,17 @@ def mean_over_seeds(runs):
 
 def results_rows(runs):
     """The report's table as (header, rows of strings)."""
-    header = ["variant", "seed", "trainable params", "epochs", "best epoch", "train acc",
-              "val acc", "test acc", "test loss", "train time"]
+    header = ["variant", "seed", "peak lr", "trainable params", "epochs", "best epoch",
+              "train acc", "val acc", "test acc", "test loss", "train time"]
     rows = []
     for r in runs:
+        peak = r.get("peak_lr") or settings_of(r)[f"{r['optimizer']}_peak_lr"]
+        head = [run_label(r), str(r["seed"]), f"{peak:.3g}",
+                f"{r['trainable_params']:,}", str(r["epochs_run"])]
         if r["status"] != "ok":
-            rows.append([r["name"], str(r["seed"]), f"{r['trainable_params']:,}", str(r["epochs_run"]),
-                         "failed", "", "", "", "", ""])
+            rows.append(head + ["failed", "", "", "", "", ""])
             continue
-        rows.append([r["name"], str(r["seed"]), f"{r['trainable_params']:,}", str(r["epochs_run"]),
-                     str(r["best_epoch"]), f"{100 * r['train_accuracy']:.2f}%",
+        rows.append(head + [str(r["best_epoch"]), f"{100 * r['train_accuracy']:.2f}%",
                      f"{100 * r['val_accuracy']:.2f}%", f"{100 * r['test_accuracy']:.2f}%",
                      f"{r['test_loss']:.4f}", f"{r['train_seconds'] / 60:.1f} min"])
     return header, rows
@@ -367,8 +371,11 @@ def write_report(output_dir, runs, x_test, progress=None):
     runs: the runner's metrics records, best validation accuracy first, each with its
     run_dir and history. x_test: the test images (the best run's figures show some).
     progress: (finished, planned) runs while a grid is still running, for the page's top.
+    With a learning-rate sweep, variants are compared at their chosen multiplier (on
+    validation); the sweep's other runs appear in the tuning section and the runs table.
     """
     output_dir, class_names, factors, display = Path(output_dir), CLASS_NAMES, FACTORS, DISPLAY
+    every_run, runs = runs, lr_tuning.tuned_runs(runs)
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
         return []
@@ -444,13 +451,17 @@ def write_report(output_dir, runs, x_test, progress=None):
             "paired t interval (red where the interval excludes zero). Right: each variant's "
             "test accuracy per seed (points) with its mean and interval."))
     effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
+    claims_table, study_tables, study_figures = study_sections(every_run, runs, factors, output_dir)
 
     warnings = [w for w in (progress_warning(progress), smoke_check_warning(best.get("settings", {})))
                 if w]
     sections = [
         Section("Fashion-MNIST CNN design-choice lab: results", 1, warnings, [
             f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
-            f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(runs)]),
+            f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(every_run)]),
+        *([table_section(claims_table)] if claims_table else []),
+        *[table_section(t) for t in study_tables],
+        *([Section(figures=study_figures)] if study_figures else []),
         Section("Settings", table=settings_rows(best)),
         *([Section("What the data support", bullets=effect_lines)] if effect_lines else []),
         *[table_section(t) for t in tables]]
@@ -459,13 +470,13 @@ def write_report(output_dir, runs, x_test, progress=None):
                              paragraphs=[BEYOND_INTRO], bullets=beyond_lines),
                      *[table_section(t, level=3) for t in beyond_tables],
                      Section(figures=beyond_figures)]
-    sections += [Section("Runs (best validation accuracy first)", table=results_rows(runs)),
+    sections += [Section("Runs (best validation accuracy first)", table=results_rows(every_run)),
                  Section(f"Classification report of {best['name']} (seed {best['seed']})",
                          table=classification_rows(best["classification_report"], class_names)),
                  Section("Figures", figures=figures)]
     atomic_write(output_dir / "summary.md", to_markdown(sections))
     atomic_write(output_dir / "report.html", to_html(sections, "Fashion-MNIST CNN lab"))
-    return [p for p, _ in figures + beyond_figures]
+    return [p for p, _ in figures + beyond_figures + study_figures]
 
 
 def figure_html(path, caption):

@@ -1,7 +1,8 @@
 """Where runs live on disk: the run folder, atomic writes, resumable histories, the results
 table.
 
-Every run of the grid owns one folder, OUTPUT_DIR/runs/<variant>/seed<S>/ (run_dir), and is
+Every run of the grid owns one folder, OUTPUT_DIR/runs/<variant>/seed<S>/ (run_dir; at a
+learning-rate multiplier M other than 1, OUTPUT_DIR/runs/<variant>_lrx<M>/seed<S>/), and is
 finished when its metrics.json exists; this module alone names the files in it. Nothing here
 knows about models beyond saving one: the runner trains, this module makes what it writes
 survive kill -9 and lets several workers share one folder, each taking the slice of the grid
@@ -35,8 +36,19 @@ TENSORBOARD = "tensorboard"
 CHECKPOINT_PATTERN = "best-epoch{epoch:03d}.keras"  # Keras fills in the 1-based epoch
 
 
-def run_dir(output_dir, name, seed):
-    return Path(output_dir) / "runs" / name / f"seed{seed}"
+def run_dir(output_dir, name, seed, lr_multiplier=1.0):
+    folder = name if lr_multiplier == 1 else f"{name}_lrx{lr_multiplier:g}"
+    return Path(output_dir) / "runs" / folder / f"seed{seed}"
+
+
+def lr_multiplier_of(run):
+    """A run's point on the learning-rate axis (runs from before the axis: 1)."""
+    return run.get("lr_multiplier", 1.0)
+
+
+def run_key(run):
+    """What identifies a run within a grid: variant, learning-rate multiplier, seed."""
+    return run["name"], lr_multiplier_of(run), run["seed"]
 
 
 def temp_file_beside(path, prefix, suffix):
@@ -83,10 +95,13 @@ def read_history(path):
     return [rows[e] for e in sorted(rows)]
 
 
-RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "seed", "status",
-                  "trainable_params", "epochs_run", "best_epoch", "train_accuracy", "train_loss",
-                  "val_accuracy", "val_loss", "test_accuracy", "test_loss", "ece",
-                  "shift_consistency", "shift_accuracy_1px", "shift_accuracy_3px", "train_seconds"]
+RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "lr_multiplier", "peak_lr",
+                  "seed", "status", "trainable_params", "downsampling_params", "epochs_run",
+                  "best_epoch", "train_accuracy", "train_loss", "val_accuracy", "val_loss",
+                  "test_accuracy", "test_loss", "val_accuracy_epoch1", "val_accuracy_epoch2",
+                  "epochs_to_90", "epochs_to_92", "train_eval_accuracy", "generalization_gap",
+                  "loss_gap", "never_positive_units", "ece", "shift_consistency",
+                  "shift_accuracy_1px", "shift_accuracy_3px", "train_seconds"]
 
 
 def checkpoint_path(run_dir, epoch):
@@ -188,9 +203,15 @@ def format_seconds(seconds):
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
+def run_label(run):
+    """The variant's name, and its learning-rate multiplier where it is not 1."""
+    multiplier = lr_multiplier_of(run)
+    return run["name"] if multiplier == 1 else f"{run['name']} (lr x{multiplier:g})"
+
+
 def run_order(run):
     """Tables list finished runs best validation accuracy first, failed runs last."""
-    return (run["status"] != "ok", -(run.get("val_accuracy") or 0), run["name"], run["seed"])
+    return (run["status"] != "ok", -(run.get("val_accuracy") or 0), *run_key(run))
 
 
 def finished_runs(output_dir):
@@ -228,15 +249,15 @@ def merged_runs(output_dirs):
         if not folder.is_dir():
             raise UsageError(f"{folder}: no such folder to report from")
         for run in finished_runs(folder):
-            key = (run["name"], run["seed"])
+            key = run_key(run)
             if key not in by_key:
                 by_key[key] = run
             elif (by_key[key]["status"], by_key[key].get("test_accuracy")) != (
                     run["status"], run.get("test_accuracy")):
-                raise UsageError(f"{run['name']} seed {run['seed']} is in {by_key[key]['run_dir']} "
+                raise UsageError(f"{run_label(run)} seed {run['seed']} is in {by_key[key]['run_dir']} "
                                 f"and {run['run_dir']} with different results; remove one")
             else:
-                print(f"note: {run['name']} seed {run['seed']} is in two folders (same results); "
+                print(f"note: {run_label(run)} seed {run['seed']} is in two folders (same results); "
                       f"using {by_key[key]['run_dir']}")
     settings = {json.dumps(settings_of(r), sort_keys=True): r for r in by_key.values()}
     if len(settings) > 1:
@@ -317,23 +338,24 @@ def shard_from_environment(shard, shard_count, environ):
 # ----------------------------------------------------------------------------- one run's folder
 
 def runs_to_do(planned, output_dir, settings, fresh):
-    """Which of the planned (variant, seed) runs to train: ([(variant, seed, run_dir)],
-    [(variant, seed, status)] of those skipped as finished). A finished or interrupted run
-    made with other settings is refused (UsageError); fresh deletes and retrains."""
+    """Which of the planned (variant, seed, lr multiplier) runs to train: ([(variant, seed,
+    multiplier, run_dir)], [(variant, seed, multiplier, status)] of those skipped as
+    finished). A finished or interrupted run made with other settings is refused
+    (UsageError); fresh deletes and retrains."""
     todo, skipped = [], []
-    for variant, seed in planned:
-        folder = run_dir(output_dir, variant.name, seed)
+    for variant, seed, multiplier in planned:
+        folder = run_dir(output_dir, variant.name, seed, multiplier)
         if (folder / METRICS).exists() and not fresh:
             done = json.loads((folder / METRICS).read_text())
             check_same_settings(settings_of(done), settings, f"{folder} (finished)")
-            skipped.append((variant, seed, done["status"]))
+            skipped.append((variant, seed, multiplier, done["status"]))
             continue
         if (folder / SETTINGS).exists() and not fresh:  # interrupted: resume only alike
             check_same_settings(json.loads((folder / SETTINGS).read_text()), settings,
                                 f"{folder} (interrupted)")
         if fresh and folder.exists():
             shutil.rmtree(folder)
-        todo.append((variant, seed, folder))
+        todo.append((variant, seed, multiplier, folder))
     return todo, skipped
 
 

@@ -25,9 +25,10 @@ import model_analysis
 import run_store
 import tensorboard_hparams
 from data import CLASS_NAMES, SPLIT_SIZES, make_dataset
-from models import FACTORS, build_model, trainable_params
+from factor_analysis import convergence_measures
+from models import FACTORS, build_model, downsampling_params, trainable_params
 from training_callbacks import (EpochTimer, KeepBestCheckpointOnly, Lookahead,
-                                RecomputeBatchNormStatistics)
+                                NeverPositiveUnits, RecomputeBatchNormStatistics)
 
 
 def positive_int(text):
@@ -189,12 +190,14 @@ def distribution_strategy(distribute, logical_cpus=None):
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(variant, steps_per_epoch, recipe):
-    """Warm-up then cosine decay to zero over the recipe's epochs; Adam(W) or Nesterov SGD
+def make_optimizer(variant, steps_per_epoch, recipe, lr_multiplier=1.0):
+    """Warm-up then cosine decay to zero over the recipe's epochs, peaking at the recipe's
+    peak x lr_multiplier (a point of the learning-rate axis); Adam(W) or Nesterov SGD
     with momentum; with recipe.ema > 0, the optimizer also keeps an exponential moving
     average of the weights. Keras decays decoupled (w -= lr * weight_decay * w for both), so
     per step the weights shrink by lr x decay: 2.5e-5 at SGD's peak, 4e-7 at AdamW's."""
-    peak, total_steps = recipe.peak_lr(variant.optimizer), recipe.epochs * steps_per_epoch
+    peak = recipe.peak_lr(variant.optimizer) * lr_multiplier
+    total_steps = recipe.epochs * steps_per_epoch
     warmup = min(round(recipe.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else peak, warmup_target=peak if warmup else None,
@@ -219,7 +222,7 @@ def start_run(seed, precision):
     keras.mixed_precision.set_dtype_policy(precision)
 
 
-def compiled_model(variant, strategy, steps_per_epoch, recipe):
+def compiled_model(variant, strategy, steps_per_epoch, recipe, lr_multiplier=1.0):
     """build_model + optimizer and loss, inside the strategy's scope. Under mixed_float16
     Keras wraps the optimizer in a LossScaleOptimizer; batch norm synchronises its batch
     statistics across replicas when there are several, so every replica (and the saved
@@ -234,7 +237,7 @@ def compiled_model(variant, strategy, steps_per_epoch, recipe):
             for name in ("conv2", "conv4"):  # the convolutions that keep their channel count
                 kernel = model.get_layer(name).kernel
                 kernel.assign(dirac_kernel(kernel.shape))
-        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, recipe),
+        model.compile(optimizer=make_optimizer(variant, steps_per_epoch, recipe, lr_multiplier),
                       loss=loss, metrics=["accuracy"])
     return model
 
@@ -247,7 +250,7 @@ def dirac_kernel(shape):
     return kernel
 
 
-def training_callbacks(run_dir, recipe, x_train, best_so_far):
+def training_callbacks(run_dir, recipe, x_train, best_so_far, x_probe):
     """Keras' callbacks and the lab's, in the order that makes a kill at any moment
     recoverable (run_store.prepare_resume): backup and checkpoint, then the history row --
     the commit point -- and only then superseded checkpoints go."""
@@ -263,6 +266,8 @@ def training_callbacks(run_dir, recipe, x_train, best_so_far):
         # before ModelCheckpoint sees the validation accuracy
         *([RecomputeBatchNormStatistics(x_train[:recipe.bn_stat_images])]
           if recipe.bn_stat_images else []),
+        # the dying-unit curve, of the network as validated (recomputed statistics, EMA)
+        NeverPositiveUnits(x_probe, model_analysis.UNIT_LAYERS),
         # initial_value_threshold: a resumed run must not forget the best epoch it already saw
         keras.callbacks.ModelCheckpoint(str(run_dir / run_store.CHECKPOINT_PATTERN),
                                         monitor="val_accuracy", mode="max", save_best_only=True,
@@ -274,9 +279,10 @@ def training_callbacks(run_dir, recipe, x_train, best_so_far):
     ]
 
 
-def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
+def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multiplier=1.0):
     """Train one run (resuming if it was interrupted), evaluate it, save everything; returns
-    its record (what metrics.json holds)."""
+    its record (what metrics.json holds). lr_multiplier: the run's point on the learning-rate
+    axis (its peak is the recipe's x lr_multiplier); the recipe is the grid's."""
     start_run(seed, recipe.precision)
     run_store.start_run_folder(run_dir, dataclasses.asdict(recipe))
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
@@ -292,7 +298,7 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     val_ds = make_dataset(x_val, y_val, recipe.global_batch, training=False, seed=seed,
                           one_hot=one_hot)
     steps_per_epoch = math.ceil(len(x_train) / recipe.global_batch)
-    model = compiled_model(variant, strategy, steps_per_epoch, recipe)
+    model = compiled_model(variant, strategy, steps_per_epoch, recipe, lr_multiplier)
     if model.dtype_policy.name != recipe.precision:  # the policy recorded is the one trained with
         raise RuntimeError(f"model built with {model.dtype_policy.name}, not {recipe.precision}")
 
@@ -301,7 +307,8 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
     if len(past) < recipe.epochs:  # else killed while evaluating
         model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, shuffle=False,  # the
-                  callbacks=training_callbacks(run_dir, recipe, x_train, best_so_far),  # dataset
+                  callbacks=training_callbacks(run_dir, recipe, x_train, best_so_far,  # dataset
+                                               x_val[:model_analysis.UNIT_PROBE_IMAGES]),
                   verbose=1 if sys.stdout.isatty() else 2,  # shuffles; one line per epoch in logs
                   # alternating flips: one dataset spans the remaining epochs
                   steps_per_epoch=steps_per_epoch if recipe.alternating_flips else None)
@@ -309,10 +316,14 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     evaluation_started = time.time()
     history = run_store.read_history(run_dir / run_store.HISTORY)
     record = {"name": variant.name, **dataclasses.asdict(variant), "seed": seed,
+              "lr_multiplier": lr_multiplier,
+              "peak_lr": recipe.peak_lr(variant.optimizer) * lr_multiplier,
               "settings": dataclasses.asdict(recipe),
               "environment": environment.describe(tf, keras, strategy, recipe.precision,
                                                   model.jit_compile),  # "auto" as resolved
-              "trainable_params": trainable_params(model), "epochs_run": len(history),
+              "trainable_params": trainable_params(model),
+              "downsampling_params": downsampling_params(model),
+              "epochs_run": len(history),
               # summed over the epochs' rows, so it survives resumes
               "train_seconds": round(sum(r.get("seconds", 0.0) for r in history), 1)}
     best_epoch = run_store.best_logged_epoch(history) if history else None
@@ -329,7 +340,13 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     record.update(status="ok", best_epoch=best_epoch,
                   train_accuracy=best["accuracy"], train_loss=best["loss"],
                   val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
+                  **convergence_measures(history),
                   **metrics_on_test_set(probabilities, y_test))
+    record.update(generalization(model, x_train, y_train, record, recipe))
+    probe = x_val[:model_analysis.UNIT_PROBE_IMAGES]
+    units, record["never_positive_units"] = model_analysis.never_positive_units(model, probe)
+    record["never_positive_images"] = len(probe)
+    record["never_positive"] = {name: v["never_positive"] for name, v in units.items()}
     record = with_analysis_of(record, model, probabilities, x_test, y_test, recipe.shift_images)
     figures = model_analysis.figure_data(model, x_test, probabilities, y_test)
     # with train_seconds, a run's wall time even when its grid spans several sessions
@@ -337,6 +354,23 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir):
     run_store.write_finished_run(run_dir, record, model, probabilities, y_test, figures)
     tensorboard_hparams.write_hparams(run_dir, record, FACTORS)
     return record
+
+
+TRAIN_EVAL_IMAGES = 10_000  # training images re-scored in inference mode for the gap
+
+
+def generalization(model, x_train, y_train, record, recipe):
+    """The evaluated model on the first 10,000 training images, scored like the test set
+    (inference mode, the same test-time averaging), and the gaps to the test set: accuracy
+    (train - test) and loss (test - train). The training accuracy logged per epoch is
+    not this: it is averaged over the epoch's steps, with dropout and flipped images."""
+    x, y = x_train[:TRAIN_EVAL_IMAGES], y_train[:TRAIN_EVAL_IMAGES]
+    probabilities = predict(model, x, recipe.batch_size, recipe.tta, recipe.tta_translate)
+    accuracy = float((probabilities.argmax(axis=1) == y).mean())
+    loss = float(log_loss(y, probabilities, labels=range(len(CLASS_NAMES))))
+    return {"train_eval_accuracy": accuracy, "train_eval_loss": loss,
+            "generalization_gap": accuracy - record["test_accuracy"],
+            "loss_gap": record["test_loss"] - loss}
 
 
 def metrics_on_test_set(probabilities, labels):

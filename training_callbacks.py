@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from model_analysis import activation_probe, never_positive_shares
 from run_store import checkpoint_epochs, checkpoint_path
 
 
@@ -57,6 +58,24 @@ class RecomputeBatchNormStatistics(keras.callbacks.Callback):
             variance = np.maximum(mean_x2.astype(np.float64).mean(axis=0) - mean ** 2, 0.0)
             bn.moving_mean.assign(mean.astype(np.float32))
             bn.moving_variance.assign(variance.astype(np.float32))
+
+
+class NeverPositiveUnits(keras.callbacks.Callback):
+    """At each epoch's end, adds per probed activation layer the share of its units that are
+    never positive on a fixed set of images (model_analysis.never_positive_shares) to the
+    logs, and so to history.csv as never_positive_<layer>: the dying-unit curve. Placed after
+    the batch norm statistics are recomputed, it measures the network that was validated."""
+
+    def __init__(self, images, layer_names):
+        super().__init__()
+        self.images, self.layer_names = images, layer_names
+
+    def on_train_begin(self, logs=None):
+        self.probe = activation_probe(self.model, self.layer_names)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, share in zip(self.layer_names, never_positive_shares(self.probe, self.images)):
+            logs[f"never_positive_{name}"] = share
 
 
 class KeepBestCheckpointOnly(keras.callbacks.Callback):

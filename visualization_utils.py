@@ -4,18 +4,10 @@ Plot functions take data (arrays, dicts of per-epoch rows) and a path, write one
 return the path; they never train or compute statistics, so `--report-only` can redraw all
 of them from saved runs. report.write_report reads what the runner saved and calls them.
 
-A figure is drawn only when what it shows changed: each PNG carries a digest of its data and
-of this file in its metadata, and a plot function whose PNG already holds the same digest
-returns at once. The report is redrawn after every run of a grid; most of its figures (the
-best run's five) stay the same from one run to the next.
+A figure is drawn only when what it shows changed (figure_cache: a digest of its data and of
+this file in the PNG's metadata). The report is redrawn after every run of a grid; most of
+its figures (the best run's five) stay the same from one run to the next.
 """
-
-import contextvars
-import functools
-import hashlib
-import inspect
-import os
-from pathlib import Path
 
 import matplotlib
 
@@ -26,81 +18,12 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 import factor_analysis as fa  # noqa: E402
-from run_store import temp_file_beside  # noqa: E402
+from figure_cache import drawn_only_when_changed, save_figure  # noqa: E402
 
-DPI = 130
 # Eight curves stay apart by encoding the three factors, not by eight arbitrary colours.
 OPTIMIZER_COLOR = {"adam": "#1f77b4", "sgd": "#d62728"}
 DOWNSAMPLING_LINESTYLE = {"maxpool": "-", "strided": "--"}
 ACTIVATION_MARKER = {"relu": "o", "leakyrelu": "^"}
-
-
-DIGEST_KEY = "Lab figure digest"  # PNG text chunk
-CODE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()  # a change redraws all
-_drawing = contextvars.ContextVar("digest of the figure being drawn", default=None)
-
-
-def digest(value, h=None):
-    """A SHA-256 over nested dicts, lists, tuples, arrays and scalars (arrays by their bytes,
-    not their truncated repr)."""
-    h = h or hashlib.sha256(CODE_DIGEST.encode())
-    if isinstance(value, dict):
-        h.update(b"{")
-        for key in sorted(value, key=str):
-            digest(key, h)
-            digest(value[key], h)
-    elif isinstance(value, (list, tuple)):
-        h.update(b"[")
-        for item in value:
-            digest(item, h)
-    elif isinstance(value, np.ndarray):
-        h.update(f"{value.dtype}{value.shape}".encode())
-        h.update(np.ascontiguousarray(value).tobytes())
-    else:
-        h.update(repr(value).encode())
-    h.update(b";")
-    return h
-
-
-def drawn_only_when_changed(plot):
-    """Decorator for a plot function with a `path` argument: skip drawing when the PNG at path
-    was drawn from the same data by the same code."""
-    signature = inspect.signature(plot)
-
-    @functools.wraps(plot)
-    def draw(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        path = Path(bound.arguments["path"])
-        key = digest({k: v for k, v in bound.arguments.items() if k != "path"}).hexdigest()
-        if path.exists():
-            from PIL import Image  # matplotlib's own dependency
-
-            with Image.open(path) as png:
-                if png.text.get(DIGEST_KEY) == key:
-                    return path
-        token = _drawing.set(key)
-        try:
-            return plot(*args, **kwargs)
-        finally:
-            _drawing.reset(token)
-
-    return draw
-
-
-def save_figure(fig, path):
-    """Write a figure atomically (temp file + rename) and free it."""
-    path = Path(path)
-    fd, tmp = temp_file_beside(path, f".{path.stem}.", ".tmp.png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI, metadata={DIGEST_KEY: _drawing.get()} if _drawing.get() else None)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def variant_label(run):
@@ -459,4 +382,84 @@ def plot_gradcam(images, heatmaps, true_labels, predicted_labels, confidences, c
                      fontsize=8.5, color="#b00000" if wrong else "#205020")
     fig.colorbar(overlay, ax=axes, shrink=0.6, label="Grad-CAM (share of the image's peak)")
     fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)
+
+
+@drawn_only_when_changed
+def plot_lr_sensitivity(curves, path, band=0.005):
+    """Validation accuracy against the peak learning rate (log axis), one panel per
+    optimizer and one styled line per variant; the chosen point a star, failed runs a cross
+    at the panel's floor, the recipe's shared peak dotted.
+
+    curves: list of (run-like dict with the factors, label, [(multiplier, peak lr, val
+    accuracy or None)], chosen multiplier), one per variant.
+    """
+    optimizers = [o for o in OPTIMIZER_COLOR if any(run["optimizer"] == o for run, *_ in curves)]
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(6.6 * len(optimizers), 5.2),
+                             layout="constrained", squeeze=False)
+    values = [100 * v for *_, points, _ in curves for _, _, v in points if v is not None]
+    floor = min(values, default=0) - 0.4
+    for ax, optimizer in zip(axes[0], optimizers):
+        for run, label, points, chosen in curves:
+            if run["optimizer"] != optimizer:
+                continue
+            style = style_of(run)
+            good = [(lr, 100 * v) for _, lr, v in points if v is not None]
+            ax.plot(*zip(*good), label=label, markersize=5, linewidth=1.4, **style)
+            for multiplier, lr, v in points:
+                if v is None:
+                    ax.plot(lr, floor, "x", color=style["color"], markersize=9)
+                if multiplier == chosen:
+                    ax.plot(lr, 100 * v, "*", color=style["color"], markersize=17,
+                            markeredgecolor="black", zorder=5)
+                if multiplier == 1:
+                    ax.axvline(lr, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        peaks = sorted({lr for run, _, points, _ in curves if run["optimizer"] == optimizer
+                        for _, lr, _ in points})
+        ax.set_xticks(peaks, [f"{lr:.3g}" for lr in peaks])
+        ax.minorticks_off()
+        ax.set_xlabel(f"peak learning rate of {'AdamW' if optimizer == 'adam' else 'SGD'} (log scale)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_ylim(bottom=floor - 0.3)
+        ax.set_title(f"{'AdamW' if optimizer == 'adam' else 'SGD with momentum'}: star = chosen, "
+                     "dotted = the recipe's peak", fontsize=11)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8.5, loc="lower center")
+    fig.suptitle(f"Learning-rate sensitivity on validation (a cross: the run diverged; "
+                 f"'little tuning' = a wide range within {100 * band:.1f} pp of the best)",
+                 fontsize=12)
+    return save_figure(fig, path)
+
+
+@drawn_only_when_changed
+def plot_dying_units(curves, path, probe_images):
+    """Share of units never positive per epoch, one panel per activation layer, ReLU against
+    LeakyReLU: the mean over runs as a line, their range shaded.
+
+    curves: {activation: {layer: (mean per epoch, min, max)}} (shares in [0, 1]);
+    probe_images: how many validation images the shares were measured on.
+    """
+    layers = list(next(iter(curves.values())))
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.3 * len(layers), 3.9),
+                             layout="constrained", sharey=True, squeeze=False)
+    colors = {"relu": "#333333", "leakyrelu": "#ff7f0e"}
+    top = max(100 * c[2].max() for by_layer in curves.values() for c in by_layer.values())
+    for ax, layer in zip(axes[0], layers):
+        for activation, by_layer in curves.items():
+            mean, low, high = (100 * np.asarray(a) for a in by_layer[layer])
+            epochs = np.arange(1, len(mean) + 1)
+            ax.plot(epochs, mean, marker=ACTIVATION_MARKER[activation], markersize=4,
+                    color=colors[activation], label={"relu": "ReLU", "leakyrelu": "LeakyReLU"}[activation])
+            ax.fill_between(epochs, low, high, color=colors[activation], alpha=0.15, linewidth=0)
+        ax.set_title(f"after {layer.replace('_act', '').replace('act', 'conv')}", fontsize=11)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylim(-0.5, max(5.0, 1.15 * top))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("units never positive (%)")
+    axes[0][0].legend(fontsize=9)
+    fig.suptitle("Dying units: share of channels (conv) or neurons (dense) never positive on "
+                 f"{probe_images:,} validation images (line: mean over runs, band: their range)",
+                 fontsize=11)
     return save_figure(fig, path)

@@ -19,7 +19,7 @@ from data import prepare_test_images
 from training import predict
 
 FIGURES = ["model_comparison.png", "per_class_accuracy.png", "factor_effects.png",
-           "calibration.png", "shift_robustness.png"]
+           "calibration.png", "shift_robustness.png", "dead_units.png"]
 RUNS = [(name, seed) for seed in (0, 1) for name in TINY_NAMES]
 
 
@@ -76,8 +76,20 @@ def test_run_folder_holds_everything(tiny_grid):
         assert np.array(metrics["confusion_matrix"]).sum() == 1024  # --test-images 1024
         assert metrics["classification_report"]["Shirt"]["support"] == np.sum(
             np.array(metrics["confusion_matrix"])[6])
-        assert len(run_store.read_history(run_dir / run_store.HISTORY)) == 2
+        history = run_store.read_history(run_dir / run_store.HISTORY)
+        assert len(history) == 2
         assert run_store.checkpoint_epochs(run_dir) == [metrics["best_epoch"]]
+        # the claims' measures: the default single learning rate, convergence from the
+        # history, the generalisation gap, dying units per epoch and at the end
+        assert metrics["lr_multiplier"] == 1 and metrics["peak_lr"] == metrics["settings"]["adam_peak_lr"]
+        assert run_dir.parent.name == name  # the default multiplier keeps the plain folder
+        assert metrics["val_accuracy_epoch1"] == history[0]["val_accuracy"]
+        assert metrics["val_accuracy_epoch2"] == history[1]["val_accuracy"]
+        assert metrics["generalization_gap"] == metrics["train_eval_accuracy"] - metrics["test_accuracy"]
+        assert 0 < metrics["train_eval_accuracy"] <= 1 and metrics["never_positive_images"] == 64
+        assert set(metrics["never_positive"]) == {"act1", "act2", "act3", "act4", "dense_act"}
+        assert all(0 <= history[-1][f"never_positive_{layer}"] <= 1 for layer in metrics["never_positive"])
+        assert (metrics["downsampling_params"] == 0) == ("MaxPool" in name)
 
 
 def test_saved_model_predicts_as_before_saving(tiny_grid):
@@ -236,7 +248,12 @@ def test_list_variants_trains_nothing(tmp_path, capsys):
     (["--batch-size", "many"], "not an integer"), (["--optimizer"], "expected at least one"),
     (["--lr-scale", "-1"], "must be positive"), (["--warmup-epochs", "-1"], "0 or more"),
     (["--sgd-momentum", "1"], "--sgd-momentum"), (["--test-images", "0"], "at least 1"),
-    (["--report-only", "--no-report"], "nothing to be done")])
+    (["--report-only", "--no-report"], "nothing to be done"),
+    (["--lr-scales", "0", "1"], "must be positive"), (["--lr-scales", "-2"], "must be positive"),
+    (["--lr-scales", "1", "2", "1"], "repeats a multiplier"),
+    (["--lr-scales", "nan"], "must be positive"),
+    (["--tune-lr", "--lr-scales", "1"], "at least two"),
+    (["--tune-lr", "--shard", "0/2"], "in one process")])
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         fm.parse_args(argv)

@@ -104,7 +104,7 @@ def test_diverging_run_is_recorded_failed_and_others_go_on(tmp_path, capsys):
     runs = run_store.finished_runs(out)
     assert [r["status"] for r in runs] == ["ok", "failed"]
     _, rows = report.results_rows(runs)
-    assert rows[1][0] == "CNN_ReLU_MaxPool_Adam" and rows[1][4] == "failed"
+    assert rows[1][0] == "CNN_ReLU_MaxPool_Adam" and rows[1][5] == "failed"
 
 
 def test_bad_output_dir_is_refused_and_left_alone(tmp_path, capsys):
@@ -132,7 +132,7 @@ def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    import visualization_utils as viz
+    import figure_cache
 
     umask = os.umask(0o022)
     try:
@@ -140,7 +140,7 @@ def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
         expected = os.stat(tmp_path / "plain.txt").st_mode & 0o777
         run_store.atomic_write(tmp_path / "table.csv", "a,b\n")
         run_store.atomic_save_npz(tmp_path / "predictions.npz", labels=np.arange(3))
-        viz.save_figure(plt.figure(), tmp_path / "figure.png")
+        figure_cache.save_figure(plt.figure(), tmp_path / "figure.png")
     finally:
         os.umask(umask)
     for name in ("table.csv", "predictions.npz", "figure.png"):

@@ -33,9 +33,9 @@ def shared_and_sharded(two_workers, tmp_path_factory):
     args = fm.parse_args(WORKER_GRID)
     variants = variant_grid(args.activation, args.downsampling, args.optimizer)
     for index, folder in enumerate(shards):
-        for variant, seed in fm.planned_runs(variants, args.seeds, (index, 2)):
-            shutil.copytree(run_store.run_dir(shared, variant.name, seed),
-                            run_store.run_dir(folder, variant.name, seed))
+        for variant, seed, multiplier in fm.planned_runs(variants, args.seeds, (index, 2)):
+            shutil.copytree(run_store.run_dir(shared, variant.name, seed, multiplier),
+                            run_store.run_dir(folder, variant.name, seed, multiplier))
     return SimpleNamespace(root=root, shared=shared, shards=shards, outputs=outputs)
 
 
@@ -70,7 +70,7 @@ def test_multi_seed_report_has_statistics_and_factor_plot(tiny_grid):
         assert section in summary, section
     assert "Strided vs MaxPool: " in summary and "(n=2 pairs)" in summary  # 1 cell x 2 seeds
     page = (out / "report.html").read_text()
-    assert "Factor effects on test accuracy" in page and page.count("data:image/png") == 10
+    assert "Factor effects on test accuracy" in page and page.count("data:image/png") == 11
 
 
 def test_merge_refuses_different_settings_and_conflicting_duplicates(shared_and_sharded, capsys):
@@ -99,14 +99,18 @@ def plan(argv, environ=None):
     args = fm.parse_args(argv)
     shard = run_store.shard_from_environment(args.shard, args.shard_count, environ or {})
     variants = variant_grid(args.activation, args.downsampling, args.optimizer)
-    return [(v.name, seed) for v, seed in fm.planned_runs(variants, args.seeds, shard)]
+    return [(v.name, seed, m) for v, seed, m in fm.planned_runs(variants, args.seeds, shard,
+                                                                   args.lr_scales)]
 
 
 @pytest.mark.parametrize("count", [1, 3, 8, 30])
-def test_shards_are_disjoint_and_cover_the_grid(count):
-    whole = plan(["--seeds", "0", "1", "2"])
-    assert len(whole) == 24 and len(set(whole)) == 24
-    slices = [plan(["--seeds", "0", "1", "2", "--shard", f"{i}/{count}"]) for i in range(count)]
+@pytest.mark.parametrize("scales", [[], ["--lr-scales", "0.5", "1", "2"]])
+def test_shards_are_disjoint_and_cover_the_grid(count, scales):
+    whole = plan(["--seeds", "0", "1", "2", *scales])
+    size = 24 * max(len(scales) - 1, 1)
+    assert len(whole) == size and len(set(whole)) == size
+    slices = [plan(["--seeds", "0", "1", "2", *scales, "--shard", f"{i}/{count}"])
+              for i in range(count)]
     assert sorted(sum(slices, [])) == sorted(whole)
     assert max(map(len, slices)) - min(map(len, slices)) <= 1  # balanced
 

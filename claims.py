@@ -1,0 +1,153 @@
+"""The classic claims about the three design choices, each tested against the runs.
+
+Each claim gets one measure and one paired effect, signed so that a positive value is what
+the claim says (e.g. ReLU minus LeakyReLU for "ReLU converges faster"), with its 95% t
+interval and a Bonferroni interval over every claim tested at once (factor_analysis). The
+verdict reads the Bonferroni interval: supported where it lies above zero, contradicted
+where it lies below, and otherwise not detectable at this sample size -- with the smallest
+effect the design would detect (two-sided, family-wise 5%, 80% power, at the observed
+spread). Claims about the optimizers are judged at each variant's tuned peak (the runs
+given here); "needs little tuning" uses the learning-rate sweep (lr_tuning.sensitivity).
+
+Pure functions of the runner's records: no Keras, no drawing.
+"""
+
+import numpy as np
+from scipy import stats
+
+import factor_analysis as fa
+
+POWER = 0.8
+# claim, what is measured, the metric, factor, level the claim favours, the other level;
+# sign +1: higher is what the claim says, -1: lower is
+CLAIMS = [
+    ("1. ReLU converges faster in the early epochs",
+     "validation accuracy after epoch 1 (pp)", "val_accuracy_epoch1",
+     "activation", "relu", "leakyrelu", +1),
+    ("2. ReLU suffers from dying units; LeakyReLU prevents them",
+     "share of units never positive at the end, after conv1-4 and dense (pp)",
+     "never_positive_units", "activation", "relu", "leakyrelu", +1),
+    ("3. Max pooling keeps the important features when it downsamples",
+     "test accuracy (pp)", "test_accuracy", "downsampling", "maxpool", "strided", +1),
+    ("5a. Adam converges faster",
+     "validation accuracy after epoch 1, each at its tuned peak (pp)", "val_accuracy_epoch1",
+     "optimizer", "adam", "sgd", +1),
+    ("5b. Adam needs little tuning",
+     "width of the learning-rate range within 0.5 pp of the best (doublings)", "lr_width",
+     "optimizer", "adam", "sgd", +1),
+    ("6a. SGD with momentum generalises better when tuned",
+     "test accuracy, each at its tuned peak (pp)", "test_accuracy",
+     "optimizer", "sgd", "adam", +1),
+    ("6b. SGD with momentum generalises better when tuned",
+     "generalisation gap: train minus test accuracy, inference mode (pp)", "generalization_gap",
+     "optimizer", "sgd", "adam", -1),
+]
+IN_POINTS = {"lr_width"}  # measures not in percentage points (x100 otherwise)
+
+
+def paired_differences(rows, names, factor, favoured, other, metric):
+    """metric(favoured) - metric(other), one per cell of the other factors (names: all the
+    factors) and the seed where both runs finished and have the metric."""
+    cells = {(*(r[f] for f in names), r["seed"]): r.get(metric) for r in fa.ok_rows(rows)}
+    differences = []
+    for key, value in cells.items():
+        if key[names.index(factor)] != favoured or value is None:
+            continue
+        partner = tuple(other if i == names.index(factor) else k for i, k in enumerate(key))
+        if cells.get(partner) is not None:
+            differences.append(value - cells[partner])
+    return differences
+
+
+def smallest_detectable(sd, n, alpha):
+    """The effect a paired two-sided t test at level alpha detects with POWER, at spread sd."""
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(POWER, n - 1)) * sd / np.sqrt(n))
+
+
+def width_rows(sensitivity, runs, names):
+    """Pseudo-runs (the factors, seed 0, lr_width) of the sweep: one per variant, so the
+    width compares like any metric, paired over the other two factors."""
+    factors = {r["name"]: {f: r[f] for f in names} for r in runs}
+    return [{**factors[e["name"]], "name": e["name"], "seed": 0, "status": "ok",
+             "lr_width": e["width"]}
+            for e in sensitivity if e["width"] is not None and e["name"] in factors]
+
+
+def verdict(low, high, detectable):
+    if np.isfinite(low) and low > 0:
+        return "supported"
+    if np.isfinite(high) and high < 0:
+        return "contradicted"
+    if np.isfinite(detectable):
+        return f"not detectable at this sample size (smallest detectable: {detectable:.2f})"
+    return "not detectable at this sample size (too few pairs for an interval)"
+
+
+def claims_table(runs, factors, sensitivity=None, confidence=fa.CONFIDENCE):
+    """One entry per claim: the claim, its measure, the signed effect (positive: as the claim
+    says), its interval and Bonferroni interval, pairs, smallest detectable effect, verdict.
+    runs: the finished runs at each variant's tuned peak; factors: the factor names;
+    sensitivity: lr_tuning's, or None (then 5b is left out). Claim 4 (parameters) is a
+    count, not an estimate: exact."""
+    names = list(factors)
+    sweep = width_rows(sensitivity or [], runs, names)
+    tested = []
+    for claim, measure, metric, factor, favoured, other, sign in CLAIMS:
+        rows = sweep if metric == "lr_width" else runs
+        differences = [sign * d for d in paired_differences(rows, names, factor, favoured, other,
+                                                            metric)]
+        if differences:
+            tested.append({"claim": claim, "measure": measure, "metric": metric,
+                           "scale": 1 if metric in IN_POINTS else 100, "differences": differences})
+    family = max(len(tested), 1)
+    alpha = (1 - confidence) / family
+    for entry in tested:
+        values = np.asarray(entry.pop("differences"))
+        mean, sd, low, high = fa.mean_interval(values, confidence)
+        _, _, family_low, family_high = fa.mean_interval(values, 1 - alpha)
+        detectable = smallest_detectable(sd, len(values), alpha)
+        entry.update(effect=mean, low=low, high=high, family_low=family_low,
+                     family_high=family_high, n=len(values), family_size=family,
+                     detectable=detectable * entry["scale"],
+                     verdict=verdict(family_low, family_high, detectable * entry["scale"]))
+    parameters = parameter_claim(runs)
+    return tested[:3] + ([parameters] if parameters else []) + tested[3:]
+
+
+def parameter_claim(runs):
+    """Claim 4: what the strided convolutions add, counted (the same for every seed)."""
+    params = {}
+    for r in fa.ok_rows(runs):
+        params.setdefault(r["downsampling"], set()).add((r["trainable_params"],
+                                                         r.get("downsampling_params")))
+    if not {"maxpool", "strided"} <= params.keys():
+        return None
+    strided = min(params["strided"])
+    added = strided[0] - min(params["maxpool"])[0]
+    share = (f"; the downsampling is {strided[1] / strided[0]:.1%} of the strided model's "
+             f"{strided[0]:,} parameters" if strided[1] is not None else "")
+    return {"claim": "4. A strided convolution learns the downsampling but adds parameters",
+            "measure": "trainable parameters, strided minus max pooling (count)",
+            "metric": "trainable_params", "scale": 1, "effect": float(added), "exact": True,
+            "verdict": ("supported" if added > 0 else "contradicted") +
+                       f" (exact: +{added:,} parameters{share})"}
+
+
+def dying_curves(runs, layers):
+    """{activation: {layer: (mean share per epoch, min, max over runs)}} from the runs'
+    histories (never_positive_<layer> columns); runs without them are left out."""
+    curves = {}
+    for activation in ("relu", "leakyrelu"):
+        group = [r for r in fa.ok_rows(runs) if r["activation"] == activation
+                 and r.get("history") and f"never_positive_{layers[0]}" in r["history"][0]]
+        if not group:
+            continue
+        epochs = min(len(r["history"]) for r in group)
+        curves[activation] = {}
+        for layer in layers:
+            shares = np.array([[row[f"never_positive_{layer}"] for row in r["history"][:epochs]]
+                               for r in group])
+            curves[activation][layer] = (shares.mean(axis=0), shares.min(axis=0), shares.max(axis=0))
+    return curves

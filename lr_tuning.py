@@ -1,0 +1,150 @@
+"""The learning rate as a grid axis, and the protocol that tunes it fairly per variant.
+
+A run's lr_multiplier scales its optimizer's peak learning rate (the recipe's peak, so 1 is
+the recipe as it stands). Comparing optimizers at one shared setting measures the tuning,
+not the optimizer (Wilson et al. 2017; Choi et al. 2019; Schmidt et al. 2021): each variant
+gets the same budget -- a log2 grid of multipliers around the recipe's peak, on one seed,
+extended by one point beyond an edge while the best validation accuracy sits there (Wilson
+et al. 2017) -- and is then compared at its own best point, over more seeds. Choices are
+made on validation accuracy only; the test set is not looked at.
+
+Pure functions of the runner's records (name, seed, status, lr_multiplier, val_accuracy):
+no Keras, no drawing.
+"""
+
+import math
+
+import numpy as np
+
+from run_store import lr_multiplier_of
+
+DEFAULT_SWEEP = (0.5, 1.0, 2.0)  # multipliers of the recipe's peaks: a log2 grid around it
+MAX_EXTENSIONS = 3               # points a variant's sweep may grow by beyond its edges
+TUNING_BAND = 0.005              # "needs little tuning": the range within 0.5 pp of the best
+
+
+def by_variant(runs):
+    """{variant name: {multiplier: [runs]}}, in first-seen order."""
+    grouped = {}
+    for run in runs:
+        grouped.setdefault(run["name"], {}).setdefault(lr_multiplier_of(run), []).append(run)
+    return grouped
+
+
+def sweep_seeds(points):
+    """The seeds every multiplier of a variant was run with: the sweep's (further seeds at
+    the chosen multiplier only must not make it look better than its neighbours)."""
+    seeds = [{r["seed"] for r in runs} for runs in points.values()]
+    return sorted(set.intersection(*seeds)) if seeds else []
+
+
+def sweep_curve(points):
+    """[(multiplier, mean validation accuracy over the sweep seeds, or None where a run of
+    it failed)], by multiplier."""
+    seeds = sweep_seeds(points)
+    curve = []
+    for multiplier in sorted(points):
+        runs = [r for r in points[multiplier] if r["seed"] in seeds]
+        ok = all(r["status"] == "ok" for r in runs) and runs
+        curve.append((multiplier, float(np.mean([r["val_accuracy"] for r in runs])) if ok else None))
+    return curve
+
+
+def best_point(curve):
+    """The multiplier with the best validation accuracy (ties: the one nearer the recipe's
+    peak), or None when every point failed."""
+    scored = [(value, -abs(math.log2(m)), m) for m, value in curve if value is not None]
+    return max(scored)[2] if scored else None
+
+
+def chosen_multipliers(runs):
+    """{variant name: its multiplier with the best validation accuracy on the sweep}."""
+    chosen = {}
+    for name, points in by_variant(runs).items():
+        best = best_point(sweep_curve(points))
+        if best is not None:
+            chosen[name] = best
+    return chosen
+
+
+def is_sweep(runs):
+    """Whether the runs span more than one multiplier for some variant."""
+    return any(len(points) > 1 for points in by_variant(runs).values())
+
+
+def tuned_runs(runs):
+    """The runs at each variant's chosen multiplier: what the comparison of variants uses.
+    A variant whose every point failed keeps its failed runs (so the report says so)."""
+    chosen = chosen_multipliers(runs)
+    return [r for r in runs if chosen.get(r["name"], lr_multiplier_of(r)) == lr_multiplier_of(r)]
+
+
+def sweep_plan(variants, seed, scales, runs, max_extensions=MAX_EXTENSIONS):
+    """The sweep's (variant, seed, multiplier) runs given those finished so far: every
+    variant at every multiplier of `scales`, and -- once a variant's points have all
+    finished and its best sits at an edge -- one more point beyond that edge (the grid's
+    step: x2 for a log2 grid), up to max_extensions per variant. Called again as runs
+    finish, until the plan stops growing."""
+    plan = []
+    for variant in variants:
+        points = sorted(scales)
+        done = {lr_multiplier_of(r): r for r in runs if r["name"] == variant.name and r["seed"] == seed}
+        while len(points) < len(scales) + max_extensions and all(p in done for p in points):
+            best = best_point([(p, done[p]["val_accuracy"] if done[p]["status"] == "ok" else None)
+                               for p in points])
+            if best is None or len(points) < 2 or points[0] < best < points[-1]:
+                break
+            if best == points[-1]:
+                points.append(points[-1] * points[-1] / points[-2])
+            else:
+                points.insert(0, points[0] * points[0] / points[1])
+        plan += [(variant, seed, p) for p in points]
+    return plan
+
+
+def band_edges(curve, best_index, band):
+    """Where the curve (log2 multiplier, accuracy or None) leaves [best - band, best] on each
+    side of its best point, linearly interpolated between sweep points; an edge is censored
+    (True) where the curve is still inside the band at the sweep's end."""
+    threshold = curve[best_index][1] - band
+    edges = []
+    for step in (-1, 1):
+        i = best_index
+        while 0 <= i + step < len(curve) and (curve[i + step][1] or 0.0) >= threshold:
+            i += step
+        if not 0 <= i + step < len(curve):
+            edges.append((curve[i][0], True))
+            continue
+        (x_in, y_in), (x_out, y_out) = curve[i], curve[i + step]
+        if y_out is None:  # a failed run: the band ends at the last good point
+            edges.append((x_in, False))
+        else:
+            edges.append((x_in + (y_in - threshold) / (y_in - y_out) * (x_out - x_in), False))
+    return edges
+
+
+def sensitivity(runs, band=TUNING_BAND):
+    """Per variant: its sweep (multiplier, peak learning rate, validation accuracy or None),
+    the chosen multiplier, the accuracy lost at the recipe's shared peak (multiplier 1)
+    against the chosen one, and the width of the learning-rate range within `band` of the
+    best, in doublings (log2 units; at_least where the sweep ends inside the band)."""
+    result = []
+    for name, points in by_variant(runs).items():
+        curve = sweep_curve(points)
+        chosen = best_point(curve)
+        peaks = {m: next(r["peak_lr"] for r in points[m]) if "peak_lr" in points[m][0] else None
+                 for m in points}
+        entry = {"name": name, "points": [(m, peaks[m], v) for m, v in curve], "chosen": chosen,
+                 "sweep_seeds": sweep_seeds(points), "runs": sum(len(v) for v in points.values()),
+                 "chosen_peak_lr": peaks.get(chosen), "best": None, "loss_at_default": None,
+                 "width": None, "width_censored": None}
+        if chosen is not None:
+            values = dict(curve)
+            entry["best"] = values[chosen]
+            if values.get(1.0) is not None:
+                entry["loss_at_default"] = values[chosen] - values[1.0]
+            logs = [(math.log2(m), v) for m, v in curve]
+            (low, low_open), (high, high_open) = band_edges(logs, [m for m, _ in curve].index(chosen), band)
+            entry["width"], entry["width_censored"] = high - low, low_open or high_open
+        result.append(entry)
+    return result

@@ -1,0 +1,133 @@
+"""The report's study sections: the classic claims with verdicts, the learning-rate tuning
+behind them, and dying units -- as (title, intro, header, rows) tables and (path, caption)
+figures that report.write_report places on the page.
+
+Computing is in claims and lr_tuning, drawing in visualization_utils; this module reads the
+runs, calls both and words the result.
+"""
+
+import numpy as np
+
+import claims
+import lr_tuning
+from model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
+from visualization_utils import plot_dying_units, plot_lr_sensitivity, variant_label
+
+
+def interval(low, high, scale):
+    return f"[{scale * low:+.2f}, {scale * high:+.2f}]" if np.isfinite(low) else "n/a"
+
+
+def claims_section(tuned, factors, sensitivity):
+    """The claims table, or None when no claim can be tested (a single variant)."""
+    rows = claims.claims_table(tuned, factors, sensitivity)
+    tested = [r for r in rows if not r.get("exact")]
+    if not tested:
+        return None
+    family = tested[0]["family_size"]
+    body = []
+    for r in rows:
+        if r.get("exact"):
+            body.append([r["claim"], r["measure"], f"{r['effect']:+,.0f}", "exact", "exact", "–",
+                         r["verdict"]])
+            continue
+        s = r["scale"]
+        body.append([r["claim"], r["measure"], f"{s * r['effect']:+.2f}",
+                     interval(r["low"], r["high"], s),
+                     interval(r["family_low"], r["family_high"], s), str(r["n"]), r["verdict"]])
+    where = ("each variant at its tuned peak learning rate (chosen on validation)"
+             if sensitivity else "the recipe's peak learning rates")
+    intro = (f"Each claim tested on one measure, on the runs of {where}. The effect is signed "
+             "so that a positive value is what the claim says, and paired: one difference per "
+             "combination of the other two design choices and seed. Verdict from the "
+             f"Bonferroni interval over the {family} tested claims (all hold at once with 95% "
+             "confidence): supported above zero, contradicted below; otherwise the smallest "
+             "effect this design would detect (80% power) is given.")
+    return ("The classic claims, tested", intro,
+            ["claim", "measure", "effect", "95% interval", f"Bonferroni (x{family})", "pairs",
+             "verdict"], body)
+
+
+def tuning_section(runs, sensitivity, output_dir):
+    """The learning-rate sweep: table (per variant: sweep, chosen peak, cost of the shared
+    peak, width of the good range, budget) and lr_sensitivity.png."""
+    factors_of = {r["name"]: r for r in runs}
+    body, curves = [], []
+    for e in sorted(sensitivity, key=lambda e: -(e["best"] or 0)):
+        run = factors_of[e["name"]]
+        sweep = ", ".join(f"x{m:g}: {'failed' if v is None else f'{100 * v:.2f}'}"
+                          for m, _, v in e["points"])
+        lost = "–" if e["loss_at_default"] is None else f"{100 * e['loss_at_default']:.2f}"
+        width = ("–" if e["width"] is None else
+                 f"{'≥ ' if e['width_censored'] else ''}{e['width']:.2f}")
+        chosen = "–" if e["chosen"] is None else (
+            f"x{e['chosen']:g}" + (f" ({e['chosen_peak_lr']:.3g})" if e["chosen_peak_lr"] else ""))
+        body.append([e["name"], sweep, chosen, lost, width,
+                     f"{len(e['points'])} points x {len(e['sweep_seeds'])} seed(s); {e['runs']} runs"])
+        curves.append((run, variant_label(run), e["points"], e["chosen"]))
+    counts = sorted({len(e["points"]) for e in sensitivity})
+    budget = (f"Every variant had the same budget: {counts[0]} sweep points." if len(counts) == 1
+              else f"Sweep points per variant: {counts[0]}-{counts[-1]}: a variant whose best sat "
+                   "at an edge got one more point beyond it (Wilson et al. 2017), so its sweep is "
+                   "longer.")
+    table = ("Learning rate, tuned per variant",
+             "Validation accuracy (%) of each variant's sweep over multiples of its optimizer's "
+             "peak (mean over the sweep seeds, the seeds run at every point); the chosen "
+             "multiplier has the best validation accuracy and is what every comparison here uses. "
+             "'Lost at shared peak': validation accuracy given up at the recipe's peak (x1) "
+             "against the chosen one (pp); 'width': the range of peaks within 0.5 pp of the best, "
+             "in doublings (log2; ≥ where the sweep ends inside it). " + budget,
+             ["variant", "sweep (val acc %)", "chosen (peak)", "lost at shared peak (pp)",
+              "width (doublings)", "budget"], body)
+    figure = (plot_lr_sensitivity(curves, output_dir / "lr_sensitivity.png", lr_tuning.TUNING_BAND),
+              "Validation accuracy against each variant's peak learning rate (log scale), one "
+              "panel per optimizer, lines styled as in the training curves; the star is the "
+              "chosen peak, the dotted line the recipe's shared one. A flat top means the "
+              "optimizer needs little tuning.")
+    return table, figure
+
+
+def dying_section(tuned, output_dir):
+    """Dying units: the end-of-training table per variant and dead_units.png over epochs, or
+    (None, None) for runs from before the measure."""
+    measured = [r for r in tuned if r["status"] == "ok" and "never_positive" in r]
+    curves = claims.dying_curves(measured, UNIT_LAYERS)
+    if not measured or not curves:
+        return None, None
+    by_name = {}
+    for r in measured:
+        by_name.setdefault(r["name"], []).append(r)
+    body = [[name, str(len(group))] +
+            [f"{100 * np.mean([r['never_positive'][layer] for r in group]):.1f}"
+             for layer in UNIT_LAYERS] +
+            [f"{100 * np.mean([r['never_positive_units'] for r in group]):.1f}"]
+            for name, group in sorted(by_name.items(),
+                                      key=lambda kv: -np.mean([r["never_positive_units"] for r in kv[1]]))]
+    probe_images = min(r.get("never_positive_images", UNIT_PROBE_IMAGES) for r in measured)
+    table = ("Dying units",
+             f"Share (%) of units never positive on {probe_images:,} fixed validation images "
+             "at the end of training (the evaluated checkpoint), mean over seeds; a conv unit is a "
+             "channel (never positive at any position of any image), a dense unit a neuron. After "
+             "ReLU such a unit is dead (no output, no gradient); after LeakyReLU only the leak "
+             "keeps it learning.",
+             ["variant", "seeds", *UNIT_LAYERS, "all units"], body)
+    figure = (plot_dying_units(curves, output_dir / "dead_units.png", probe_images),
+              "Share of units never positive after each epoch, per activation layer: ReLU "
+              "against LeakyReLU (mean over their runs, range shaded).")
+    return table, figure
+
+
+def study_sections(runs, tuned, factors, output_dir):
+    """The claims table (or None) and the study's other tables and figures. runs: every
+    finished run, the sweep's too; tuned: those at each variant's chosen multiplier."""
+    tables, figures = [], []
+    sensitivity = lr_tuning.sensitivity(runs) if lr_tuning.is_sweep(runs) else None
+    if sensitivity:
+        table, figure = tuning_section(runs, sensitivity, output_dir)
+        tables.append(table)
+        figures.append(figure)
+    table, figure = dying_section(tuned, output_dir)
+    if table:
+        tables.append(table)
+        figures.append(figure)
+    return claims_section(tuned, factors, sensitivity), tables, figures

@@ -1,0 +1,149 @@
+"""The claims' measures against hand-computed examples, the learning-rate protocol's
+decisions, and the claims table's verdicts -- no training."""
+
+import itertools
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import claims
+import lr_tuning
+from factor_analysis import convergence_measures
+from model_analysis import activation_probe, never_positive_shares
+from models import FACTORS, Variant, build_model, downsampling_params
+
+
+def test_never_positive_shares_count_known_dead_units():
+    """A 1x1 conv with weights (1, -1, 0.5) on positive images: channel 2 is never positive
+    (1 of 3); a dense layer whose units 0 and 3 have negative weights and bias: 2 of 5."""
+    image = keras.Input((4, 4, 1))
+    conv = keras.layers.Conv2D(3, 1, name="conv")(image)
+    conv_act = keras.layers.ReLU(name="conv_act")(conv)
+    dense = keras.layers.Dense(5, name="dense")(keras.layers.Flatten()(conv_act))
+    dense_act = keras.layers.LeakyReLU(negative_slope=0.1, name="dense_act")(dense)
+    model = keras.Model(image, dense_act)
+    model.get_layer("conv").set_weights([np.array([1.0, -1.0, 0.5]).reshape(1, 1, 1, 3),
+                                         np.zeros(3)])
+    kernel = np.ones((48, 5))
+    kernel[:, [0, 3]] = -1.0
+    model.get_layer("dense").set_weights([kernel, np.array([-0.1, 0.0, 0.0, -0.1, 0.0])])
+    images = np.random.default_rng(0).uniform(0.1, 1.0, (700, 4, 4, 1)).astype("float32")
+    probe = activation_probe(model, ["conv_act", "dense_act"])
+    # in batches of 512 and 188: a unit positive only in the second batch still counts alive
+    assert never_positive_shares(probe, images) == pytest.approx([1 / 3, 2 / 5])
+    images[-1] = 0.0  # an all-zero image makes nothing positive, and changes no count
+    assert never_positive_shares(probe, images, batch_size=100) == pytest.approx([1 / 3, 2 / 5])
+
+
+def test_convergence_measures_from_a_known_history():
+    history = [{"val_accuracy": v} for v in (0.85, 0.905, 0.91, 0.925)]
+    assert convergence_measures(history) == {
+        "val_accuracy_epoch1": 0.85, "val_accuracy_epoch2": 0.905,
+        "epochs_to_90": 2, "epochs_to_92": 4}
+    short = convergence_measures([{"val_accuracy": 0.95}])
+    assert short == {"val_accuracy_epoch1": 0.95, "val_accuracy_epoch2": None,
+                     "epochs_to_90": 1, "epochs_to_92": 1}
+    assert convergence_measures([{"val_accuracy": 0.5}] * 3)["epochs_to_90"] is None
+
+
+def test_downsampling_parameters_are_the_strided_convolutions():
+    # per stride-2 conv: 3x3 x channels^2 weights and batch norm's 2 x channels
+    expected = (9 * 32 * 32 + 2 * 32) + 2 * (9 * 64 * 64 + 2 * 64)
+    assert downsampling_params(build_model(Variant("relu", "strided", "sgd"))) == expected == 83_264
+    assert downsampling_params(build_model(Variant("relu", "maxpool", "sgd"))) == 0
+
+
+def record(name, seed, multiplier, val, status="ok"):
+    return {"name": name, "seed": seed, "lr_multiplier": multiplier, "status": status,
+            "val_accuracy": val, "peak_lr": 0.004 * multiplier}
+
+
+def test_sensitivity_width_and_cost_of_the_shared_peak():
+    runs = [record("A", 0, 0.5, 0.90), record("A", 0, 1.0, 0.92), record("A", 0, 2.0, 0.91),
+            record("B", 0, 0.5, 0.93), record("B", 0, 1.0, 0.90), record("B", 0, 2.0, 0.80)]
+    a, b = lr_tuning.sensitivity(runs)
+    # A: best 92% at x1; the 91.5% line is crossed at log2 = -0.25 and +0.5
+    assert a["chosen"] == 1.0 and a["loss_at_default"] == 0.0 and a["chosen_peak_lr"] == 0.004
+    assert a["width"] == pytest.approx(0.75) and a["width_censored"] is False
+    # B: best at the sweep's low edge: the range is open there (at least 1/6 of a doubling)
+    assert b["chosen"] == 0.5 and b["loss_at_default"] == pytest.approx(0.03)
+    assert b["width"] == pytest.approx(1 / 6) and b["width_censored"] is True
+
+
+def test_the_choice_uses_only_the_sweep_seeds():
+    """Seeds 1 and 2 ran at x1 only; their (higher) accuracy must not decide against x2."""
+    runs = [record("A", 0, 1.0, 0.90), record("A", 0, 2.0, 0.91),
+            record("A", 1, 1.0, 0.99), record("A", 2, 1.0, 0.99)]
+    assert lr_tuning.chosen_multipliers(runs) == {"A": 2.0}
+    assert lr_tuning.tuned_runs(runs) == [runs[1]]
+    failed = [record("A", 0, 1.0, None, "failed"), record("A", 0, 0.5, 0.8)]
+    assert lr_tuning.chosen_multipliers(failed) == {"A": 0.5}
+
+
+def test_sweep_grows_beyond_an_edge_until_the_best_is_inside():
+    v = Variant("relu", "maxpool", "sgd")
+    name = v.name
+    plan = lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], [])
+    assert plan == [(v, 0, 0.5), (v, 0, 1), (v, 0, 2)]
+    done = [record(name, 0, 0.5, 0.90), record(name, 0, 1, 0.91), record(name, 0, 2, 0.92)]
+    assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], done)] == [0.5, 1, 2, 4]
+    done.append(record(name, 0, 4, 0.915))  # x2 is now inside: the sweep is complete
+    assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], done)] == [0.5, 1, 2, 4]
+    low = [record(name, 0, m, 0.95 - m / 100) for m in (0.5, 1, 2, 0.25, 0.125, 0.0625)]
+    # always best at the low edge: three more points, then it stops
+    assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], low)] == [
+        0.0625, 0.125, 0.25, 0.5, 1, 2]
+    diverged = [record(name, 0, 0.5, 0.90), record(name, 0, 1, 0.91),
+                record(name, 0, 2, None, "failed")]
+    assert len(lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], diverged)) == 3  # no step past a failure
+
+
+def factorial_runs(metric, effect_of, seeds=range(3), noise=0.001):
+    """Runs of all 8 variants: metric = 0.9 + effect_of(variant) + seeded noise."""
+    rng = np.random.default_rng(0)
+    runs = []
+    for levels, seed in itertools.product(itertools.product(*FACTORS.values()), seeds):
+        v = Variant(*levels)
+        runs.append({"name": v.name, "activation": v.activation, "downsampling": v.downsampling,
+                     "optimizer": v.optimizer, "seed": seed, "status": "ok",
+                     "trainable_params": 600_000 + (83_264 if v.downsampling == "strided" else 0),
+                     "downsampling_params": 83_264 if v.downsampling == "strided" else 0,
+                     metric: 0.9 + effect_of(v) + noise * rng.standard_normal()})
+    return runs
+
+
+def claim(rows, number):
+    return next(r for r in rows if r["claim"].startswith(number))
+
+
+def test_claims_table_verdicts():
+    # max pooling 1 pp ahead, clearly: claim 3 supported, its effect as the claim signs it
+    rows = claims.claims_table(factorial_runs("test_accuracy",
+                                              lambda v: 0.01 * (v.downsampling == "maxpool")),
+                               FACTORS)
+    three = claim(rows, "3.")
+    assert three["verdict"] == "supported" and three["effect"] == pytest.approx(0.01, abs=0.002)
+    assert three["n"] == 12 and three["family_low"] < three["low"]  # 4 cells x 3 seeds
+    # SGD 1 pp behind Adam: claim 6a ("SGD generalises better") contradicted
+    rows = claims.claims_table(factorial_runs("test_accuracy",
+                                              lambda v: -0.01 * (v.optimizer == "sgd")), FACTORS)
+    assert claim(rows, "6a.")["verdict"] == "contradicted"
+    # no effect and much noise: not detectable, with the smallest effect the design detects
+    rows = claims.claims_table(factorial_runs("test_accuracy", lambda v: 0.0, noise=0.01), FACTORS)
+    three = claim(rows, "3.")
+    assert three["verdict"].startswith("not detectable") and three["detectable"] > 0.5
+    four = claim(rows, "4.")
+    assert four["effect"] == 83_264 and four["verdict"].startswith("supported (exact")
+
+
+def test_smallest_detectable_effect_matches_the_t_test_it_stands_for():
+    """At the smallest detectable effect, a paired t test with the same spread has 80% power."""
+    from scipy import stats
+
+    sd, n, alpha = 0.01, 12, 0.05 / 7
+    effect = claims.smallest_detectable(sd, n, alpha)
+    noncentral = effect / (sd / math.sqrt(n))
+    power = 1 - stats.nct.cdf(stats.t.ppf(1 - alpha / 2, n - 1), n - 1, noncentral)
+    assert power == pytest.approx(0.8, abs=0.02)

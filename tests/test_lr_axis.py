@@ -1,0 +1,110 @@
+"""The learning rate as a grid axis with real runs: a run per multiplier in a folder of its
+own, skipped when finished, resumed at its multiplier, merged from shard folders; and the
+tuning protocol's stages (with training replaced by a stand-in)."""
+
+import csv
+import json
+import shutil
+
+import pytest
+from conftest import require_real_data
+
+import fashion_mnist_cnn as fm
+import run_store
+from models import Variant
+
+SWEEP = ["--subset", "320", "--test-images", "512", "--shift-images", "100", "--epochs", "1",
+         "--batch-size", "32", "--no-tta", "--activation", "relu", "--downsampling", "maxpool",
+         "--optimizer", "adam", "--seeds", "0", "--lr-scales", "0.5", "1"]
+NAME = "CNN_ReLU_MaxPool_Adam"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    require_real_data()
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    assert fm.main([*SWEEP, "--output-dir", str(out)]) == 0
+    return out
+
+
+def test_each_multiplier_is_a_run_of_its_own(sweep):
+    plain, half = run_store.run_dir(sweep, NAME, 0), run_store.run_dir(sweep, NAME, 0, 0.5)
+    assert plain.parent.name == NAME and half.parent.name == f"{NAME}_lrx0.5"
+    records = [json.loads((d / run_store.METRICS).read_text()) for d in (plain, half)]
+    assert [r["lr_multiplier"] for r in records] == [1.0, 0.5]
+    peak = records[0]["settings"]["adam_peak_lr"]  # one recipe for the grid, the peak per run
+    assert [r["peak_lr"] for r in records] == [peak, peak / 2]
+    assert records[0]["settings"] == records[1]["settings"]
+    with open(sweep / "results.csv") as f:
+        assert sorted(float(r["lr_multiplier"]) for r in csv.DictReader(f)) == [0.5, 1.0]
+    summary = (sweep / "summary.md").read_text()
+    assert "## Learning rate, tuned per variant" in summary and "x0.5: " in summary
+    assert (sweep / "lr_sensitivity.png").stat().st_size > 20_000
+    best = max(records, key=lambda r: (r["val_accuracy"], -abs(r["lr_multiplier"] - 1)))
+    chosen = f"x{best['lr_multiplier']:g} ({best['peak_lr']:.3g})"
+    assert f"| {NAME} | " in summary and chosen in summary  # picked on validation
+
+
+def test_a_rerun_skips_every_finished_multiplier(sweep, capsys):
+    assert fm.main([*SWEEP, "--no-report", "--output-dir", str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert f"skip {NAME} (lr x0.5) seed 0: finished" in out and f"skip {NAME} seed 0: finished" in out
+    assert "[1/" not in out
+
+
+def test_an_interrupted_run_resumes_at_its_multiplier(sweep, tmp_path, capsys):
+    """Killed after training, before its record: the rerun evaluates the x0.5 run's own
+    checkpoint, in its own folder, and trains nothing."""
+    out = shutil.copytree(sweep, tmp_path / "out")
+    half = run_store.run_dir(out, NAME, 0, 0.5)
+    before = json.loads((half / run_store.METRICS).read_text())
+    (half / run_store.METRICS).unlink()
+    assert fm.main([*SWEEP, "--no-report", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"[1/1] {NAME} (lr x0.5) seed 0" in printed and "Epoch 1/1" not in printed
+    after = json.loads((half / run_store.METRICS).read_text())
+    for key in ("lr_multiplier", "peak_lr", "val_accuracy", "test_accuracy", "best_epoch"):
+        assert after[key] == before[key], key
+
+
+def test_shard_folders_of_a_sweep_merge(sweep, tmp_path):
+    """Each multiplier's run in a folder of its own (as two shards would leave them): the
+    merged report has both and the sensitivity figure; a conflicting copy is refused."""
+    shards = [tmp_path / "shard0", tmp_path / "shard1"]
+    for folder, multiplier in zip(shards, (1.0, 0.5)):
+        shutil.copytree(run_store.run_dir(sweep, NAME, 0, multiplier),
+                        run_store.run_dir(folder, NAME, 0, multiplier))
+    merged = tmp_path / "merged"
+    assert fm.main(["--report-only", *map(str, shards), "--output-dir", str(merged)]) == 0
+    assert (merged / "lr_sensitivity.png").is_file()
+    with open(merged / "results.csv") as f, open(sweep / "results.csv") as g:
+        assert sorted(map(tuple, map(dict.items, csv.DictReader(f)))) == \
+            sorted(map(tuple, map(dict.items, csv.DictReader(g))))
+    assert len(run_store.merged_runs([sweep, *shards])) == 2  # same runs twice: kept once
+
+
+def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypatch):
+    """The protocol's stages with a stand-in for training whose validation accuracy peaks
+    at x4: the sweep 0.5-2 grows to x4 and x8 (best at its top edge until x4 is inside),
+    then seeds 1 and 2 run at x4 only."""
+    out = tmp_path / "out"
+    trained = []
+
+    def fake_run_grid(planned, recipe, context, after_each_run=None):
+        for variant, seed, multiplier in planned:
+            folder = run_store.run_dir(context.output_dir, variant.name, seed, multiplier)
+            if (folder / run_store.METRICS).exists():
+                continue
+            trained.append((seed, multiplier))
+            folder.mkdir(parents=True)
+            run_store.write_metrics(folder, {
+                "name": variant.name, "seed": seed, "lr_multiplier": multiplier, "status": "ok",
+                "val_accuracy": 0.9 - abs(multiplier - 4) / 100})
+        return []
+
+    monkeypatch.setattr(fm, "run_grid", fake_run_grid)
+    context = fm.Context(out)
+    failed = fm.tune_learning_rates([Variant("relu", "maxpool", "sgd")], [0, 1, 2],
+                                    [0.5, 1.0, 2.0], None, context)
+    assert failed == []
+    assert trained == [(0, 0.5), (0, 1.0), (0, 2.0), (0, 4.0), (0, 8.0), (1, 4.0), (2, 4.0)]
