@@ -77,8 +77,10 @@ def variant_summary(rows, factors, metrics=SUMMARY_METRICS):
 
 
 def cell_values(rows, factors, metric):
-    """{(level of each factor..., seed): metric} of the finished runs."""
-    return {(*(r[f] for f in factors), r["seed"]): r[metric] for r in ok_rows(rows)}
+    """{(level of each factor..., seed): metric} of the finished runs that have it (a level
+    never reached, or a run from before the metric, has None)."""
+    return {(*(r[f] for f in factors), r["seed"]): r[metric] for r in ok_rows(rows)
+            if r.get(metric) is not None}
 
 
 def _interval_entry(differences, **fields):

@@ -375,7 +375,9 @@ def write_report(output_dir, runs, x_test, progress=None):
     validation); the sweep's other runs appear in the tuning section and the runs table.
     """
     output_dir, class_names, factors, display = Path(output_dir), CLASS_NAMES, FACTORS, DISPLAY
-    every_run, runs = runs, lr_tuning.tuned_runs(runs)
+    # runs recorded before the convergence measures existed: the same, from their history
+    every_run = [{**fa.convergence_measures(r.get("history") or []), **r} for r in runs]
+    runs = lr_tuning.tuned_runs(every_run)
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
         return []
@@ -451,7 +453,7 @@ def write_report(output_dir, runs, x_test, progress=None):
             "paired t interval (red where the interval excludes zero). Right: each variant's "
             "test accuracy per seed (points) with its mean and interval."))
     effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
-    claims_table, study_tables, study_figures = study_sections(every_run, runs, factors, output_dir)
+    claims_table, study_parts = study_sections(every_run, runs, factors, output_dir, display)
 
     warnings = [w for w in (progress_warning(progress), smoke_check_warning(best.get("settings", {})))
                 if w]
@@ -460,8 +462,7 @@ def write_report(output_dir, runs, x_test, progress=None):
             f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
             f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(every_run)]),
         *([table_section(claims_table)] if claims_table else []),
-        *[table_section(t) for t in study_tables],
-        *([Section(figures=study_figures)] if study_figures else []),
+        *[dataclasses.replace(table_section(t), figures=f) for t, f in study_parts],
         Section("Settings", table=settings_rows(best)),
         *([Section("What the data support", bullets=effect_lines)] if effect_lines else []),
         *[table_section(t) for t in tables]]
@@ -476,7 +477,7 @@ def write_report(output_dir, runs, x_test, progress=None):
                  Section("Figures", figures=figures)]
     atomic_write(output_dir / "summary.md", to_markdown(sections))
     atomic_write(output_dir / "report.html", to_html(sections, "Fashion-MNIST CNN lab"))
-    return [p for p, _ in figures + beyond_figures + study_figures]
+    return [p for p, _ in figures + beyond_figures + [f for _, fs in study_parts for f in fs]]
 
 
 def figure_html(path, caption):

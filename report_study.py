@@ -9,6 +9,7 @@ runs, calls both and words the result.
 import numpy as np
 
 import claims
+import factor_analysis as fa
 import lr_tuning
 from model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
 from visualization_utils import plot_dying_units, plot_lr_sensitivity, variant_label
@@ -117,17 +118,47 @@ def dying_section(tuned, output_dir):
     return table, figure
 
 
-def study_sections(runs, tuned, factors, output_dir):
-    """The claims table (or None) and the study's other tables and figures. runs: every
+SPEED_AND_GAP = [  # metric, how it reads, scale, unit
+    ("val_accuracy_epoch1", "validation accuracy after epoch 1", 100, "pp"),
+    ("val_accuracy_epoch2", "validation accuracy after epoch 2", 100, "pp"),
+    ("epochs_to_90", "epochs to 90% validation accuracy", 1, "epochs"),
+    ("epochs_to_92", "epochs to 92% validation accuracy", 1, "epochs"),
+    ("generalization_gap", "train minus test accuracy (inference mode)", 100, "pp"),
+    ("loss_gap", "test minus train loss (inference mode)", 1, "nats"),
+]
+
+
+def speed_and_gap_section(tuned, factors, display):
+    """Main effects of each factor on the convergence and generalisation measures, paired
+    like accuracy's, or None when no pair exists."""
+    body = []
+    for metric, what, scale, unit in SPEED_AND_GAP:
+        for e in fa.factor_effects(tuned, factors, metric):
+            body.append([what, f"{display[e['second']]} vs {display[e['first']]}",
+                         f"{scale * e['effect']:+.2f} {unit}", interval(e["low"], e["high"], scale),
+                         str(e["n"])])
+    if not body:
+        return None
+    return ("Convergence and generalisation: factor effects",
+            "Paired main effects (second level minus first, over the other two factors and the "
+            "seeds, 95% t interval) on how fast validation accuracy rises and on the gap "
+            "between the training set (10,000 images, scored like the test set) and the test "
+            "set. A run that never reached a level leaves its pairs out of that row.",
+            ["measure", "comparison", "effect", "95% interval", "pairs"], body)
+
+
+def study_sections(runs, tuned, factors, output_dir, display):
+    """The claims table (or None), then the study's (table, [figures]) parts. runs: every
     finished run, the sweep's too; tuned: those at each variant's chosen multiplier."""
-    tables, figures = [], []
+    parts = []
     sensitivity = lr_tuning.sensitivity(runs) if lr_tuning.is_sweep(runs) else None
     if sensitivity:
         table, figure = tuning_section(runs, sensitivity, output_dir)
-        tables.append(table)
-        figures.append(figure)
+        parts.append((table, [figure]))
     table, figure = dying_section(tuned, output_dir)
     if table:
-        tables.append(table)
-        figures.append(figure)
-    return claims_section(tuned, factors, sensitivity), tables, figures
+        parts.append((table, [figure]))
+    table = speed_and_gap_section(tuned, factors, display)
+    if table:
+        parts.append((table, []))
+    return claims_section(tuned, factors, sensitivity), parts

@@ -11,16 +11,18 @@ import tensorflow as tf
 
 METRICS = {"val_accuracy": "validation accuracy (best epoch)", "test_accuracy": "test accuracy",
            "test_loss": "test loss (NLL)", "ece": "test ECE (15 bins)",
-           "shift_consistency": "shift consistency"}
+           "shift_consistency": "shift consistency",
+           "never_positive_units": "units never positive", "generalization_gap": "train - test accuracy"}
 
 
 def write_hparams(run_dir, record, factors):
     """The run as one HParams session, in run_dir/tensorboard."""
     from tensorboard.plugins.hparams import api as hp  # here: most runner starts write none
     hparams = {**{f: record[f] for f in factors}, "seed": record["seed"],
+               "lr_multiplier": record.get("lr_multiplier", 1.0),
                **{k: v for k, v in record["settings"].items() if v is not None}}
     with tf.summary.create_file_writer(str(Path(run_dir) / "tensorboard")).as_default():
-        hp.hparams(hparams, trial_id=f"{record['name']}/seed{record['seed']}")
+        hp.hparams(hparams, trial_id=f"{Path(run_dir).parent.name}/seed{record['seed']}")
         for key in METRICS:
             if record.get(key) is not None:
                 tf.summary.scalar(key, record[key], step=record.get("best_epoch") or 0)
@@ -38,6 +40,8 @@ def write_hparams_config(output_dir, runs, factors):
         old.unlink()
     hparams = [hp.HParam(f, hp.Discrete(list(levels))) for f, levels in factors.items()]
     hparams.append(hp.HParam("seed", hp.Discrete(sorted({r["seed"] for r in runs}))))
+    hparams.append(hp.HParam("lr_multiplier", hp.Discrete(
+        sorted({float(r.get("lr_multiplier", 1.0)) for r in runs}))))
     with tf.summary.create_file_writer(str(logdir)).as_default():
         hp.hparams_config(hparams=hparams, metrics=[hp.Metric(k, display_name=v)
                                                     for k, v in METRICS.items()])
