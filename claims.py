@@ -42,7 +42,7 @@ CLAIMS = [
      "generalisation gap: train minus test accuracy, inference mode (pp)", "generalization_gap",
      "optimizer", "sgd", "adam", -1),
 ]
-IN_POINTS = {"lr_width"}  # measures not in percentage points (x100 otherwise)
+UNSCALED = {"lr_width"}  # in doublings, not a share: shown as is (shares x100, in pp)
 
 
 def paired_differences(rows, names, factor, favoured, other, metric):
@@ -100,7 +100,7 @@ def claims_table(runs, factors, sensitivity=None, confidence=fa.CONFIDENCE):
                                                             metric)]
         if differences:
             tested.append({"claim": claim, "measure": measure, "metric": metric,
-                           "scale": 1 if metric in IN_POINTS else 100, "differences": differences})
+                           "scale": 1 if metric in UNSCALED else 100, "differences": differences})
     family = max(len(tested), 1)
     alpha = (1 - confidence) / family
     for entry in tested:
