@@ -425,7 +425,7 @@ def plot_lr_sensitivity(curves, path, band=0.005):
         ax.set_title(f"{'AdamW' if optimizer == 'adam' else 'SGD with momentum'}: star = chosen, "
                      "dotted = the recipe's peak", fontsize=11)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8.5, loc="lower center")
+        ax.legend(fontsize=8.5, loc="best")
     fig.suptitle(f"Learning-rate sensitivity on validation (a cross: the run diverged; "
                  f"'little tuning' = a wide range within {100 * band:.1f} pp of the best)",
                  fontsize=12)

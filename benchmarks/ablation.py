@@ -116,7 +116,9 @@ def table(args):
     lines = [f"Variant {'/'.join(args.variant)}, {args.epochs} epochs (fixed budget), seeds "
              f"{', '.join(map(str, seeds))}; validation accuracy (%) of the best epoch; "
              f"Δ = mean paired difference to the baseline in percentage points (per-seed "
-             f"differences in brackets).", "",
+             f"differences in brackets); s/epoch: mean wall seconds per epoch, including "
+             f"whatever else ran on the shared machine at the time (a rough cost, not a "
+             f"benchmark).", "",
              "| configuration | " + " | ".join(f"seed {s}" for s in seeds) +
              " | mean | Δ vs baseline | s/epoch |",
              "|---|" + "---:|" * (len(seeds) + 3)]
