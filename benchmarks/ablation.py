@@ -14,6 +14,7 @@ killed ablation resumes where it stopped and every row is what the CLI would pro
     python benchmarks/ablation.py                         # defaults below, ~1 h on 2 cores
     python benchmarks/ablation.py --epochs 3 --seeds 0 1 --configs baseline translate_2px
     python benchmarks/ablation.py --table-only            # rebuild the table from finished runs
+    python benchmarks/ablation.py --configs baseline lr_peak_x1.5+warmup_0.3   # a combination
 """
 
 import argparse
@@ -49,10 +50,24 @@ CONFIGS = {  # name -> runner flags added to the baseline
 }
 
 
+def config_name(text):
+    """A configuration, or several joined by '+' (their flags together): argparse type."""
+    unknown = [part for part in text.split("+") if part not in CONFIGS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown configuration {unknown[0]!r} (choose from "
+                                         f"{', '.join(CONFIGS)}, or join several with '+')")
+    return text
+
+
+def flags_of(config):
+    return [flag for part in config.split("+") for flag in CONFIGS[part]]
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    p.add_argument("--configs", nargs="+", type=config_name, default=list(CONFIGS),
+                   help=f"from {', '.join(CONFIGS)}; A+B combines two")
     p.add_argument("--epochs", type=int, default=6, help="the fixed budget of every run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variant", nargs=3, default=["relu", "maxpool", "adam"],
@@ -73,7 +88,7 @@ def runner_command(args, config, seed):
     return [sys.executable, str(ROOT / "fashion_mnist_cnn.py"), "--activation", activation,
             "--downsampling", downsampling, "--optimizer", optimizer, "--epochs", str(args.epochs),
             "--seeds", str(seed), "--shift-images", "500", "--output-dir",
-            str(args.output_dir / config), "--no-report", *shlex.split(args.baseline_flags), *CONFIGS[config],
+            str(args.output_dir / config), "--no-report", *shlex.split(args.baseline_flags), *flags_of(config),
             *args.base_flags]
 
 
