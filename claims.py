@@ -45,20 +45,6 @@ CLAIMS = [
 UNSCALED = {"lr_width"}  # in doublings, not a share: shown as is (shares x100, in pp)
 
 
-def paired_differences(rows, names, factor, favoured, other, metric):
-    """metric(favoured) - metric(other), one per cell of the other factors (names: all the
-    factors) and the seed where both runs finished and have the metric."""
-    cells = {(*(r[f] for f in names), r["seed"]): r.get(metric) for r in fa.ok_rows(rows)}
-    differences = []
-    for key, value in cells.items():
-        if key[names.index(factor)] != favoured or value is None:
-            continue
-        partner = tuple(other if i == names.index(factor) else k for i, k in enumerate(key))
-        if cells.get(partner) is not None:
-            differences.append(value - cells[partner])
-    return differences
-
-
 def smallest_detectable(sd, n, alpha):
     """The effect a paired two-sided t test at level alpha detects with POWER, at spread sd."""
     if n < 2 or not np.isfinite(sd):
@@ -88,30 +74,27 @@ def verdict(low, high, detectable):
 def claims_table(runs, factors, sensitivity=None, confidence=fa.CONFIDENCE):
     """One entry per claim: the claim, its measure, the signed effect (positive: as the claim
     says), its interval and Bonferroni interval, pairs, smallest detectable effect, verdict.
-    runs: the finished runs at each variant's tuned peak; factors: the factor names;
+    runs: the finished runs at each variant's tuned peak; factors: {factor: its two levels};
     sensitivity: lr_tuning's, or None (then 5b is left out). Claim 4 (parameters) is a
     count, not an estimate: exact."""
-    names = list(factors)
-    sweep = width_rows(sensitivity or [], runs, names)
+    sweep = width_rows(sensitivity or [], runs, list(factors))
     tested = []
     for claim, measure, metric, factor, favoured, other, sign in CLAIMS:
-        rows = sweep if metric == "lr_width" else runs
-        differences = [sign * d for d in paired_differences(rows, names, factor, favoured, other,
-                                                            metric)]
-        if differences:
-            tested.append({"claim": claim, "measure": measure, "metric": metric,
-                           "scale": 1 if metric in UNSCALED else 100, "differences": differences})
-    family = max(len(tested), 1)
-    alpha = (1 - confidence) / family
+        # factor_effects measures second level minus first: order the levels so that a
+        # positive effect is what the claim says
+        order = (other, favoured) if sign > 0 else (favoured, other)
+        effects = fa.factor_effects(sweep if metric == "lr_width" else runs,
+                                    {**factors, factor: order}, metric)
+        found = [e for e in effects if e["factor"] == factor]
+        if found:
+            tested.append({**found[0], "claim": claim, "measure": measure, "metric": metric,
+                           "scale": 1 if metric in UNSCALED else 100})
+    tested = fa.family_adjusted(tested, confidence)  # Bonferroni over the claims tested
+    alpha = (1 - confidence) / max(len(tested), 1)
     for entry in tested:
-        values = np.asarray(entry.pop("differences"))
-        mean, sd, low, high = fa.mean_interval(values, confidence)
-        _, _, family_low, family_high = fa.mean_interval(values, 1 - alpha)
-        detectable = smallest_detectable(sd, len(values), alpha)
-        entry.update(effect=mean, low=low, high=high, family_low=family_low,
-                     family_high=family_high, n=len(values), family_size=family,
-                     detectable=detectable * entry["scale"],
-                     verdict=verdict(family_low, family_high, detectable * entry["scale"]))
+        detectable = smallest_detectable(entry["sd"], entry["n"], alpha) * entry["scale"]
+        entry.update(detectable=detectable,
+                     verdict=verdict(entry["family_low"], entry["family_high"], detectable))
     parameters = parameter_claim(runs)
     return tested[:3] + ([parameters] if parameters else []) + tested[3:]
 

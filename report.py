@@ -21,7 +21,7 @@ import lr_tuning
 from data import CLASS_NAMES
 from model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
 from models import DISPLAY, FACTORS
-from report_study import study_sections
+from report_study import interval, study_sections
 from run_store import (atomic_write, format_seconds, load_figure_data, run_label,
                        settings_of)
 from visualization_utils import (plot_activation_maps, plot_calibration, plot_confusion_matrix,
@@ -212,10 +212,6 @@ def verdict(effect):
 def effects_table(title, what, effects, pair_effects, display):
     """A (title, intro, header, rows) table of main effects and interactions on one metric."""
     adjusted = effects + pair_effects
-
-    def interval(low, high):
-        return f"[{100 * low:+.2f}, {100 * high:+.2f}]" if np.isfinite(low) else "n/a"
-
     return (title,
             f"Main effect: mean of the paired differences in {what} (second level minus "
             "first) over the other two factors and the seeds, with a paired t interval; an "

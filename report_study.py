@@ -15,7 +15,8 @@ from model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
 from visualization_utils import plot_dying_units, plot_lr_sensitivity, variant_label
 
 
-def interval(low, high, scale):
+def interval(low, high, scale=100):
+    """'[low, high]' of an effect, signed, x scale; n/a where there is no interval."""
     return f"[{scale * low:+.2f}, {scale * high:+.2f}]" if np.isfinite(low) else "n/a"
 
 

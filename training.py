@@ -302,13 +302,14 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
     if model.dtype_policy.name != recipe.precision:  # the policy recorded is the one trained with
         raise RuntimeError(f"model built with {model.dtype_policy.name}, not {recipe.precision}")
 
+    probe = x_val[:model_analysis.UNIT_PROBE_IMAGES]  # the dying-unit images, every epoch
     if note:
         print(f"note: {note}", flush=True)
     best_so_far = max((r["val_accuracy"] for r in past), default=None)
     if len(past) < recipe.epochs:  # else killed while evaluating
         model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, shuffle=False,  # the
                   callbacks=training_callbacks(run_dir, recipe, x_train, best_so_far,  # dataset
-                                               x_val[:model_analysis.UNIT_PROBE_IMAGES]),
+                                               probe),
                   verbose=1 if sys.stdout.isatty() else 2,  # shuffles; one line per epoch in logs
                   # alternating flips: one dataset spans the remaining epochs
                   steps_per_epoch=steps_per_epoch if recipe.alternating_flips else None)
@@ -343,7 +344,6 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
                   **convergence_measures(history),
                   **metrics_on_test_set(probabilities, y_test))
     record.update(generalization(model, x_train, y_train, record, recipe))
-    probe = x_val[:model_analysis.UNIT_PROBE_IMAGES]
     units, record["never_positive_units"] = model_analysis.never_positive_units(model, probe)
     record["never_positive_images"] = len(probe)
     record["never_positive"] = {name: v["never_positive"] for name, v in units.items()}
