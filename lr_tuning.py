@@ -127,13 +127,12 @@ def sensitivity(runs, band=TUNING_BAND):
     """Per variant: its sweep (multiplier, peak learning rate, validation accuracy or None),
     the chosen multiplier, the accuracy lost at the recipe's shared peak (multiplier 1)
     against the chosen one, and the width of the learning-rate range within `band` of the
-    best, in doublings (log2 units; at_least where the sweep ends inside the band)."""
+    best, in doublings (log2 units; width_censored where the sweep ends inside the band)."""
     result = []
     for name, points in by_variant(runs).items():
         curve = sweep_curve(points)
         chosen = best_point(curve)
-        peaks = {m: next(r["peak_lr"] for r in points[m]) if "peak_lr" in points[m][0] else None
-                 for m in points}
+        peaks = {m: group[0].get("peak_lr") for m, group in points.items()}
         entry = {"name": name, "points": [(m, peaks[m], v) for m, v in curve], "chosen": chosen,
                  "sweep_seeds": sweep_seeds(points), "runs": sum(len(v) for v in points.values()),
                  "chosen_peak_lr": peaks.get(chosen), "best": None, "loss_at_default": None,
