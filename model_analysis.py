@@ -175,9 +175,7 @@ def summary_metrics(analysis):
 
 def feature_maps_of(model, image, layer_names):
     """Outputs of the named layers for one image, via a sub-model sharing the weights."""
-    import keras
-
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
+    probe = activation_probe(model, layer_names)
     outputs = probe.predict(np.asarray(image)[None], verbose=0)
     return [(n, o[0]) for n, o in zip(layer_names, outputs)]
 
