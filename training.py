@@ -103,7 +103,8 @@ class Recipe:
                                       type=positive_int, metavar="N")
     # Fewer-epochs candidates (benchmarks/README.md, the 8-epoch ablation); off by default.
     dirac_init: bool = setting(False, "initialise conv2 and conv4 (32->32, 64->64 channels) as "
-                                      "the identity (airbench's dirac init)", action="store_true")
+                                      "the identity (airbench's dirac init)",
+                               action=argparse.BooleanOptionalAction)
     bn_scale: bool = setting(True, "batch norm without its learned scale (frozen at 1, as in "
                                    "Page's fast ResNet training)", flag="--no-bn-scale",
                              action="store_false")
@@ -117,7 +118,8 @@ class Recipe:
                                  type=int, metavar="PX")
     alternating_flips: bool = setting(False, "flip each training image in every other epoch "
                                              "(which epochs at random per image) instead of at "
-                                             "random in each", action="store_true")
+                                             "random in each",
+                                      action=argparse.BooleanOptionalAction)
 
     def __post_init__(self):
         """Settings that cannot work: ValueError with one line naming the flag."""
