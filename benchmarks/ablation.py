@@ -178,11 +178,15 @@ def main():
                 result = subprocess.run(command)
                 if result.returncode != 0:
                     sys.exit(f"error: {config} seed {seed} exited {result.returncode}")
-    text = table(args)
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.table.with_suffix(".tmp")
+    write_table(args.table, table(args))
+
+
+def write_table(path, text):
+    """Write the Markdown table atomically (a kill never leaves half a table) and show it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
     temporary.write_text(text)
-    temporary.replace(args.table)
+    temporary.replace(path)
     print(text)
 
 

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ablation import write_table  # benchmarks/ is on the path of a script run from it
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("relu", "maxpool", "sgd"), ("relu", "maxpool", "adam")]  # the ablation's two
 
@@ -102,11 +104,7 @@ def main():
     if not args.table_only:
         for epochs in args.epochs:
             train(args, epochs)
-    text = table(args)
-    temporary = args.table.with_suffix(".tmp")
-    temporary.write_text(text)
-    temporary.replace(args.table)
-    print(text)
+    write_table(args.table, table(args))
 
 
 if __name__ == "__main__":
