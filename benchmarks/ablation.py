@@ -26,9 +26,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The baseline is the runner's default recipe, plus --baseline-flags. The 6-epoch table of
-# 2026-11-29 (benchmarks/README.md) was made with `--baseline-flags "--adam-peak-lr 0.002"`,
-# the default peak at the time.
+# The baseline is the runner's default recipe, plus --baseline-flags. The tables in
+# benchmarks/README.md were made with the defaults of their day: the 6-epoch table of
+# 2026-11-29 with `--baseline-flags "--adam-peak-lr 0.002"`, the 8-epoch tables of
+# 2026-11-30 with `--baseline-flags "--adam-peak-lr 0.004 --sgd-peak-lr 0.05"`.
 CONFIGS = {  # name -> runner flags added to the baseline
     "baseline": [],
     "label_smoothing_0.1": ["--label-smoothing", "0.1"],   # Szegedy et al. 2016

@@ -3,11 +3,11 @@
 For each budget N (6, 8, 10, 12 by default) the configuration is trained for N epochs on the
 ablation's variants and seeds -- through benchmarks/ablation.py, so runs are the runner's
 own, resumable and kept under --output-dir/<N>-epochs/ -- and the table sets every budget's
-validation accuracy beside the reference runs (the 12-epoch default grid). Validation only:
+validation accuracy beside the reference runs (by default the grid in docs/). Validation only:
 the test set stays for the final figures.
 
-    python benchmarks/frontier.py --config lr_peak_x1.5+dirac_init \\
-        --runs-at 8=benchmarks/ablation-runs --reference docs --table benchmarks/frontier.md
+    python benchmarks/frontier.py --config lr_peak_x1.5 --runs-at 8=benchmarks/ablation-runs \\
+        --baseline-flags "--adam-peak-lr 0.004 --sgd-peak-lr 0.05" --table benchmarks/frontier.md
 """
 
 import argparse
@@ -37,6 +37,8 @@ def parse_args():
     p.add_argument("--config", required=True, help="an ablation.py configuration (A+B+...)")
     p.add_argument("--epochs", type=int, nargs="+", default=[6, 8, 10, 12])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--baseline-flags", default="", metavar="'FLAGS'",
+                   help="passed to ablation.py: runner flags that make its baseline")
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "frontier-runs")
     p.add_argument("--runs-at", type=budget_and_folder, nargs="*", default=[], metavar="N=DIR",
                    help="take budget N's runs from this ablation folder instead (already run)")
@@ -65,7 +67,8 @@ def train(args, epochs):
     for variant in VARIANTS:
         command = [sys.executable, str(ROOT / "benchmarks" / "ablation.py"), "--epochs",
                    str(epochs), "--seeds", *map(str, args.seeds), "--variant", *variant,
-                   "--configs", args.config, "--output-dir", str(folder_for(args, epochs)),
+                   "--configs", args.config, f"--baseline-flags={args.baseline_flags}",
+                   "--output-dir", str(folder_for(args, epochs)),
                    "--table", str(folder_for(args, epochs) / f"{'_'.join(variant)}.md")]
         print("$", " ".join(command[1:]), flush=True)
         if subprocess.run(command).returncode != 0:

@@ -64,16 +64,20 @@ def test_label_smoothing_trains_on_one_hot_targets():
 
 
 def test_runs_from_before_the_recorded_peaks_are_told_apart():
-    """AdamW's default peak went from 2e-3 to 4e-3: a run made before the peaks were recorded
-    reads as 2e-3 x its --lr-scale, and is refused beside a run with today's default."""
+    """The default peaks changed (AdamW 2e-3, 4e-3, now 6e-3; SGD 0.05, now 0.075): a run made
+    before the peaks were recorded reads as 2e-3 / 0.05 x its --lr-scale, and a run at an
+    earlier default is refused beside one with today's."""
     old = {"settings": {"epochs": 12, "lr_scale": 2.0}}
     assert run_store.settings_of(old)["adam_peak_lr"] == pytest.approx(4e-3)
     assert run_store.settings_of(old)["sgd_peak_lr"] == pytest.approx(0.1)
     now = dataclasses.asdict(Recipe.from_args(fm.parse_args([])))
-    assert now["adam_peak_lr"] == Recipe().adam_peak_lr == 4e-3 and now["sgd_peak_lr"] == 0.05
+    assert now["adam_peak_lr"] == Recipe().adam_peak_lr == 6e-3 and now["sgd_peak_lr"] == 0.075
     recorded = {k: v for k, v in now.items() if k not in ("adam_peak_lr", "sgd_peak_lr")}
-    with pytest.raises(UsageError, match=r"--adam-peak-lr 0.002 \(now 0.004\)"):
+    with pytest.raises(UsageError, match=r"--adam-peak-lr 0.002 \(now 0.006\)"):
         run_store.check_same_settings(recorded, now, "old run")
+    twelve_epochs = {**now, "epochs": 12, "adam_peak_lr": 4e-3, "sgd_peak_lr": 0.05}
+    with pytest.raises(UsageError, match=r"--epochs 12 \(now 8\)"):
+        run_store.check_same_settings(twelve_epochs, now, "12-epoch run")
 
 
 def test_settings_that_became_recipe_fields_read_as_the_values_older_runs_had():
@@ -89,7 +93,8 @@ def test_settings_that_became_recipe_fields_read_as_the_values_older_runs_had():
 
 
 def test_recipe_fields_reach_the_sgd_optimizer_and_the_warm_up():
-    recipe = Recipe(epochs=4, sgd_momentum=0.8, sgd_weight_decay=1e-3, warmup_epochs=0.5)
+    recipe = Recipe(epochs=4, sgd_peak_lr=0.05, sgd_momentum=0.8, sgd_weight_decay=1e-3,
+                    warmup_epochs=0.5)
     optimizer = training.make_optimizer(Variant("relu", "maxpool", "sgd"), 100, recipe)
     assert optimizer.momentum == pytest.approx(0.8) and optimizer.weight_decay == pytest.approx(1e-3)
     schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
