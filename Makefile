@@ -1,11 +1,11 @@
-# Set-up and the two commands the README shows: `make run` and `make test`.
+# Set-up and the commands the README shows: `make run`, `make study` and `make test`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 DATA_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test data setup-gpu gpu-check clean-venv
+.PHONY: run study test data setup-gpu gpu-check clean-venv
 
 # The venv is rebuilt only when a requirements file changes.
 $(VENV)/.installed: requirements.txt
@@ -44,6 +44,12 @@ gpu-check: $(VENV)/.installed-dev data
 
 run: $(VENV)/.installed data
 	$(PY) fashion_mnist_cnn.py $(ARGS)
+
+# The claims study: each variant's peak tuned with the same budget, then three seeds at it
+# (resumable; ~40 runs). STUDY_DIR=docs rebuilds the committed study.
+STUDY_DIR ?= results-study
+study: $(VENV)/.installed data
+	$(PY) fashion_mnist_cnn.py --tune-lr --seeds 0 1 2 --output-dir $(STUDY_DIR) $(ARGS)
 
 test: $(VENV)/.installed-dev data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
