@@ -91,7 +91,7 @@ def table(args):
                                for s in args.seeds]) for epochs in args.epochs]
         reference = [val_accuracy(args.reference, variant, s) for s in args.seeds]
         if all(reference):
-            rows.append((f"{reference[0][1]} (reference)", reference))
+            rows.append((f"{reference[0][1]}, reference recipe", reference))
         name = next((f[3] for _, found in rows for f in found if f), "/".join(variant))
         for label, found in rows:
             mean = (f"**{100 * statistics.mean(f[0] for f in found):.2f}**" if all(found)
