@@ -43,7 +43,7 @@ def parse_args():
     p.add_argument("--runs-at", type=budget_and_folder, nargs="*", default=[], metavar="N=DIR",
                    help="take budget N's runs from this ablation folder instead (already run)")
     p.add_argument("--reference", type=Path, default=ROOT / "docs",
-                   help="a grid folder whose runs are the reference (the default recipe)")
+                   help="a grid folder whose runs are the reference (the 12-epoch recipe's)")
     p.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "frontier.md")
     p.add_argument("--table-only", action="store_true", help="no training, only the table")
     return p.parse_args()
@@ -82,7 +82,7 @@ def cell(found):
 def table(args):
     lines = [f"Configuration `{args.config}`: validation accuracy (%) of the best epoch against "
              f"the epoch budget, seeds {', '.join(map(str, args.seeds))} (mean in bold); "
-             f"reference: the default recipe's runs in `{args.reference.name}/runs/`; "
+             f"reference: the runs in `{args.reference.name}/runs/` (the 12-epoch recipe); "
              f"s/epoch: mean wall seconds per epoch on the machine as it was (a rough cost).",
              "", "| variant | epochs | " + " | ".join(f"seed {s}" for s in args.seeds) +
              " | mean | s/epoch |", "|---|---:|" + "---:|" * (len(args.seeds) + 2)]
