@@ -94,12 +94,17 @@ def runner_command(args, config, seed):
 
 
 def finished(args, config, seed):
-    """The finished run of this configuration, variant and seed, or None (several variants may
-    share a configuration's folder)."""
-    wanted = dict(zip(("activation", "downsampling", "optimizer"), args.variant))
-    for path in (args.output_dir / config / "runs").glob(f"*/seed{seed}/metrics.json"):
+    return finished_run(args.output_dir / config, args.variant, seed)
+
+
+def finished_run(folder, variant, seed):
+    """The finished run (at the recipe's own peak) of this variant and seed in a runner output
+    folder, or None (several variants may share a folder)."""
+    wanted = dict(zip(("activation", "downsampling", "optimizer"), variant))
+    for path in (folder / "runs").glob(f"*/seed{seed}/metrics.json"):
         run = json.loads(path.read_text())
-        if all(run[factor] == level for factor, level in wanted.items()):
+        if all(run[factor] == level for factor, level in wanted.items()) \
+                and run.get("lr_multiplier", 1.0) == 1.0:
             return {**run, "run_dir": path.parent}
     return None
 

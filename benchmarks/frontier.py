@@ -11,13 +11,12 @@ the test set stays for the final figures.
 """
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from ablation import write_table  # benchmarks/ is on the path of a script run from it
+from ablation import finished_run, write_table  # benchmarks/ is on a script's path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("relu", "maxpool", "sgd"), ("relu", "maxpool", "adam")]  # the ablation's two
@@ -53,14 +52,9 @@ def folder_for(args, epochs):
     return dict(args.runs_at).get(epochs, args.output_dir / f"{epochs}-epochs")
 
 
-def val_accuracy(runs_dir, variant, seed):
-    """The finished run's validation accuracy, or None."""
-    for path in runs_dir.glob(f"runs/*/seed{seed}/metrics.json"):
-        run = json.loads(path.read_text())
-        if (run["activation"], run["downsampling"], run["optimizer"]) == variant \
-                and run.get("lr_multiplier", 1.0) == 1.0 and run["status"] == "ok":
-            return run["val_accuracy"], run["epochs_run"], run["train_seconds"], run["name"]
-    return None
+def finished_ok(folder, variant, seed):
+    run = finished_run(folder, variant, seed)
+    return run if run and run["status"] == "ok" else None
 
 
 def train(args, epochs):
@@ -76,7 +70,7 @@ def train(args, epochs):
 
 
 def cell(found):
-    return f"{100 * found[0]:.2f}" if found else "–"
+    return f"{100 * found['val_accuracy']:.2f}" if found else "–"
 
 
 def table(args):
@@ -87,16 +81,17 @@ def table(args):
              "", "| variant | epochs | " + " | ".join(f"seed {s}" for s in args.seeds) +
              " | mean | s/epoch |", "|---|---:|" + "---:|" * (len(args.seeds) + 2)]
     for variant in VARIANTS:
-        rows = [(f"{epochs}", [val_accuracy(folder_for(args, epochs) / args.config, variant, s)
+        rows = [(f"{epochs}", [finished_ok(folder_for(args, epochs) / args.config, variant, s)
                                for s in args.seeds]) for epochs in args.epochs]
-        reference = [val_accuracy(args.reference, variant, s) for s in args.seeds]
+        reference = [finished_ok(args.reference, variant, s) for s in args.seeds]
         if all(reference):
-            rows.append((f"{reference[0][1]}, reference recipe", reference))
-        name = next((f[3] for _, found in rows for f in found if f), "/".join(variant))
+            rows.append((f"{reference[0]['epochs_run']}, reference recipe", reference))
+        name = next((f["name"] for _, found in rows for f in found if f), "/".join(variant))
         for label, found in rows:
-            mean = (f"**{100 * statistics.mean(f[0] for f in found):.2f}**" if all(found)
-                    else "(unfinished)")
-            seconds = (f"{statistics.mean(f[2] / f[1] for f in found):.0f}" if all(found) else "")
+            mean = (f"**{100 * statistics.mean(f['val_accuracy'] for f in found):.2f}**"
+                    if all(found) else "(unfinished)")
+            seconds = (f"{statistics.mean(f['train_seconds'] / f['epochs_run'] for f in found):.0f}"
+                       if all(found) else "")
             lines.append(f"| {name} | {label} | " + " | ".join(map(cell, found)) +
                          f" | {mean} | {seconds} |")
     return "\n".join(lines) + "\n"
