@@ -67,9 +67,19 @@ class Context:
 
 # ----------------------------------------------------------------------------- CLI
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help where they say something: not for switches (True/False), not
+    for None (the help says what happens then), not twice where the help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool) or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     grid = p.add_argument_group("the grid")
     for factor, levels in FACTORS.items():
         grid.add_argument(f"--{factor}", nargs="+", choices=levels, default=list(levels),

@@ -274,6 +274,10 @@ def test_help_lists_every_recipe_setting(capsys):
         flag = field.metadata["cli"].get("flag", "--" + field.name.replace("_", "-"))
         assert flag is None or flag in text, field.name
     assert "--scale-with-replicas" in text and "--lr-scale" in text
+    # a default shown once, where it is a value (not "None", not a switch's True/False)
+    assert "(default: 8)" in " ".join(text.split())
+    assert not re.search(r"\(default: (None|True|False)\)", " ".join(text.split()))
+    assert not re.search(r"default[^()]*\)\s*\(default", text)
 
 
 def test_same_seed_gives_same_numbers_in_any_process(two_workers, tmp_path, capsys):
