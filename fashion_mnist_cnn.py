@@ -168,10 +168,9 @@ def parse_args(argv=None):
         p.error(f"--lr-scales repeats a multiplier: {' '.join(f'{m:g}' for m in scales)}")
     if args.tune_lr and len(scales) < 2:
         p.error("--tune-lr needs at least two --lr-scales to sweep")
-    if args.tune_lr and (args.shard or args.report_only is not None):
+    if args.tune_lr and args.shard:  # (with --report-only it only reports: nothing to decide)
         p.error("--tune-lr decides its next runs from the finished ones, in one process: "
-                "give it no --shard or --report-only (on a cluster, run each stage with "
-                "--lr-scales)")
+                "give it no --shard (on a cluster, run each stage with --lr-scales)")
     args.lr_scales = scales
     try:
         Recipe.from_args(args)  # every setting checked once, here, before anything starts

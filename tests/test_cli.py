@@ -262,6 +262,12 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     assert "error:" in err and message in err and "Traceback" not in err
 
 
+def test_tune_lr_with_report_only_only_reports():
+    """The study's report is redrawn with the command that made it plus --report-only."""
+    args = fm.parse_args(["--tune-lr", "--seeds", "0", "1", "2", "--report-only"])
+    assert args.tune_lr and args.report_only == [] and args.lr_scales == [0.5, 1.0, 2.0]
+
+
 def test_help_lists_every_recipe_setting(capsys):
     import dataclasses
 
