@@ -50,6 +50,10 @@ def claims_section(tuned, factors, sensitivity):
              "verdict"], body)
 
 
+def counted(n, noun):
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def tuning_section(runs, sensitivity, output_dir):
     """The learning-rate sweep: table (per variant: sweep, chosen peak, cost of the shared
     peak, width of the good range, budget) and lr_sensitivity.png."""
@@ -65,7 +69,8 @@ def tuning_section(runs, sensitivity, output_dir):
         chosen = "–" if e["chosen"] is None else (
             f"x{e['chosen']:g}" + (f" ({e['chosen_peak_lr']:.3g})" if e["chosen_peak_lr"] else ""))
         body.append([e["name"], sweep, chosen, lost, width,
-                     f"{len(e['points'])} points x {len(e['sweep_seeds'])} seed(s); {e['runs']} runs"])
+                     f"{counted(len(e['points']), 'point')} x {counted(len(e['sweep_seeds']), 'seed')}; "
+                     f"{counted(e['runs'], 'run')}"])
         curves.append((run, variant_label(run), e["points"], e["chosen"]))
     counts = sorted({len(e["points"]) for e in sensitivity})
     budget = (f"Every variant had the same budget: {counts[0]} sweep points." if len(counts) == 1

@@ -43,6 +43,7 @@ def test_each_multiplier_is_a_run_of_its_own(sweep):
     best = max(records, key=lambda r: (r["val_accuracy"], -abs(r["lr_multiplier"] - 1)))
     chosen = f"x{best['lr_multiplier']:g} ({best['peak_lr']:.3g})"
     assert f"| {NAME} | " in summary and chosen in summary  # picked on validation
+    assert "| 2 points x 1 seed; 2 runs |" in summary  # the budget, counted
 
 
 def test_a_rerun_skips_every_finished_multiplier(sweep, capsys):
