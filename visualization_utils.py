@@ -388,15 +388,15 @@ def plot_gradcam(images, heatmaps, true_labels, predicted_labels, confidences, c
 @drawn_only_when_changed
 def plot_lr_sensitivity(curves, path, band=0.005):
     """Validation accuracy against the peak learning rate (log axis), one panel per
-    optimizer and one styled line per variant; the chosen point a star, failed runs a cross
-    at the panel's floor, the recipe's shared peak dotted.
+    optimizer (one accuracy scale for both) and one styled line per variant; the chosen point
+    a star, failed runs a cross at the panel's floor, the recipe's shared peak dotted.
 
     curves: list of (run-like dict with the factors, label, [(multiplier, peak lr, val
     accuracy or None)], chosen multiplier), one per variant.
     """
     optimizers = [o for o in OPTIMIZER_COLOR if any(run["optimizer"] == o for run, *_ in curves)]
     fig, axes = plt.subplots(1, len(optimizers), figsize=(6.6 * len(optimizers), 5.2),
-                             layout="constrained", squeeze=False)
+                             layout="constrained", squeeze=False, sharey=True)  # flatness compares
     values = [100 * v for *_, points, _ in curves for _, _, v in points if v is not None]
     floor = min(values, default=0) - 0.4
     for ax, optimizer in zip(axes[0], optimizers):
@@ -420,7 +420,8 @@ def plot_lr_sensitivity(curves, path, band=0.005):
         ax.set_xticks(peaks, [f"{lr:.3g}" for lr in peaks])
         ax.minorticks_off()
         ax.set_xlabel(f"peak learning rate of {'AdamW' if optimizer == 'adam' else 'SGD'} (log scale)")
-        ax.set_ylabel("validation accuracy (%)")
+        if ax is axes[0][0]:  # the scale is shared
+            ax.set_ylabel("validation accuracy (%)")
         ax.set_ylim(bottom=floor - 0.3)
         ax.set_title(f"{'AdamW' if optimizer == 'adam' else 'SGD with momentum'}: star = chosen, "
                      "dotted = the recipe's peak", fontsize=11)
