@@ -96,7 +96,8 @@ def claims_table(runs, factors, sensitivity=None, confidence=fa.CONFIDENCE):
         entry.update(detectable=detectable,
                      verdict=verdict(entry["family_low"], entry["family_high"], detectable))
     parameters = parameter_claim(runs)
-    return tested[:3] + ([parameters] if parameters else []) + tested[3:]
+    # in the claims' own order (their labels start "1.", ..., "6b."), also when some are missing
+    return sorted(tested + ([parameters] if parameters else []), key=lambda e: e["claim"])
 
 
 def parameter_claim(runs):

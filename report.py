@@ -21,7 +21,7 @@ import lr_tuning
 from data import CLASS_NAMES
 from model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
 from models import DISPLAY, FACTORS
-from report_study import interval, study_sections
+from report_study import counted, interval, study_sections
 from run_store import (atomic_write, format_seconds, load_figure_data, run_label,
                        settings_of)
 from visualization_utils import (plot_activation_maps, plot_calibration, plot_confusion_matrix,
@@ -137,7 +137,7 @@ def smoke_check_warning(settings):
     check the pipeline and say nothing about the design choices."""
     if settings.get("subset"):
         return (f"Smoke check of the pipeline, not results: trained on {settings['subset']:,} "
-                f"images for {settings.get('epochs')} epoch{'s' * (settings.get('epochs') != 1)}. "
+                f"images for {counted(settings.get('epochs'), 'epoch')}. "
                 "Differences between variants "
                 "here are noise; run without --quick/--subset for comparisons.")
     return None
@@ -149,14 +149,20 @@ def compute_sentence(runs):
     across sessions or split between machines (the devices are named)."""
     train = sum(r.get("train_seconds", 0.0) for r in runs)
     timed = [r["evaluation_seconds"] for r in runs if "evaluation_seconds" in r]
-    devices = sorted({r["environment"]["device"] for r in runs if r.get("environment")})
-    text = (f"Compute: {len(runs)} run{'s' * (len(runs) != 1)}, {format_seconds(train)} of training + "
+    devices = {}  # device -> runs on it
+    for r in runs:
+        if r.get("environment"):
+            devices[r["environment"]["device"]] = devices.get(r["environment"]["device"], 0) + 1
+    text = (f"Compute: {counted(len(runs), 'run')}, {format_seconds(train)} of training + "
             f"{format_seconds(sum(timed))} of evaluation = {format_seconds(train + sum(timed))} "
             f"one after another")
     untimed = sum(r["status"] == "ok" and "evaluation_seconds" not in r for r in runs)
     if untimed:  # runs from before the field existed
         text += f" (evaluation time not recorded for {untimed} run(s))"
-    text += f", on {'; '.join(devices)}." if devices else "."
+    if len(devices) > 1:  # a grid resumed or split across machines: how much ran where
+        text += ", on " + "; ".join(f"{d} ({counted(n, 'run')})" for d, n in sorted(devices.items())) + "."
+    else:
+        text += f", on {next(iter(devices))}." if devices else "."
     per_seed = {}  # seed -> [seconds, runs]: what one seed's grid (a plain `make run`) cost
     for r in runs:
         entry = per_seed.setdefault(r["seed"], [0.0, 0])
@@ -164,7 +170,7 @@ def compute_sentence(runs):
         entry[1] += 1
     if len(per_seed) > 1:
         text += " Per seed: " + ", ".join(
-            f"seed {s} {format_seconds(seconds)} ({n} run{'s' * (n != 1)})"
+            f"seed {s} {format_seconds(seconds)} ({counted(n, 'run')})"
             for s, (seconds, n) in sorted(per_seed.items())) + "."
     return text
 
@@ -237,8 +243,8 @@ def statistics_sections(runs, factors, display):
     n_seeds = len({r["seed"] for r in ok})
     tables = [("Variants over seeds",
                f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean, "
-               f"clipped at 0 (and 100%) where the metric ends] over {n_seeds} "
-               f"seed{'s' * (n_seeds != 1)}; best mean test accuracy first.",
+               f"clipped at 0 (and 100%) where the metric ends] over "
+               f"{counted(n_seeds, 'seed')}; best mean test accuracy first.",
                ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
                [[e["name"], str(e["n"]), pm(e["test_accuracy"]), pm(e["val_accuracy"]),
                  pm(e["test_loss"], 1, 4, ""), pm(e["train_seconds"], 1 / 60, 1, "")]

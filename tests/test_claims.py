@@ -137,6 +137,18 @@ def test_claims_table_verdicts():
     four = claim(rows, "4.")
     assert four["effect"] == 83_264 and four["verdict"].startswith("supported (exact")
 
+    # every measure recorded: the claims in their own order (5b needs a sweep)...
+    runs = factorial_runs("test_accuracy", lambda v: 0.0, noise=0.01)
+    for name in ("val_accuracy_epoch1", "never_positive_units", "generalization_gap"):
+        for run, other in zip(runs, factorial_runs(name, lambda v: 0.0, noise=0.01)):
+            run[name] = other[name]
+    assert [r["claim"][:3] for r in claims.claims_table(runs, FACTORS)] == [
+        "1. ", "2. ", "3. ", "4. ", "5a.", "6a.", "6b."]
+    # ...also where one activation ran: no activation claim, the rest in order
+    relu_only = [r for r in runs if r["activation"] == "relu"]
+    assert [r["claim"][:3] for r in claims.claims_table(relu_only, FACTORS)] == [
+        "3. ", "4. ", "5a.", "6a.", "6b."]
+
 
 def test_smallest_detectable_effect_matches_the_t_test_it_stands_for():
     """At the smallest detectable effect, a paired t test with the same spread has 80% power."""

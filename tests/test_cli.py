@@ -228,6 +228,9 @@ def test_compute_sentence_splits_a_multi_seed_grid_by_seed():
     assert line.endswith(f"Per seed: seed 0 {run_store.format_seconds(5400)} (2 runs), "
                          f"seed 1 {run_store.format_seconds(7200)} (1 run).")
     assert "Per seed" not in report.compute_sentence(runs[:2])  # one seed: the total says it
+    # a grid resumed on another machine names both, with how many runs each trained
+    runs[2]["environment"] = {"device": "CPU: other (2 cores)"}
+    assert "on CPU: other (2 cores) (1 run); CPU: test (2 cores) (2 runs)." in report.compute_sentence(runs)
 
 
 def test_report_only_without_runs_is_a_clear_error(tmp_path, capsys):
