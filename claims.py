@@ -120,18 +120,22 @@ def parameter_claim(runs):
 
 
 def dying_curves(runs, layers):
-    """{activation: {layer: (mean share per epoch, min, max over runs)}} from the runs'
-    histories (never_positive_<layer> columns); runs without them are left out."""
+    """{(activation, optimizer): {layer: (mean share per epoch, min, max over runs)}} from the
+    runs' histories (never_positive_<layer> columns), ReLU before LeakyReLU, Adam before SGD;
+    runs without the columns are left out. Split by optimizer too: how many units die depends
+    on the optimizer's step as much as on the activation."""
+    groups = {}
+    for r in fa.ok_rows(runs):
+        if r.get("history") and f"never_positive_{layers[0]}" in r["history"][0]:
+            groups.setdefault((r["activation"], r["optimizer"]), []).append(r)
+    order = {"relu": 0, "leakyrelu": 1, "adam": 0, "sgd": 1}
     curves = {}
-    for activation in ("relu", "leakyrelu"):
-        group = [r for r in fa.ok_rows(runs) if r["activation"] == activation
-                 and r.get("history") and f"never_positive_{layers[0]}" in r["history"][0]]
-        if not group:
-            continue
+    for key in sorted(groups, key=lambda k: (order.get(k[0], 2), order.get(k[1], 2), k)):
+        group = groups[key]
         epochs = min(len(r["history"]) for r in group)
-        curves[activation] = {}
+        curves[key] = {}
         for layer in layers:
             shares = np.array([[row[f"never_positive_{layer}"] for row in r["history"][:epochs]]
                                for r in group])
-            curves[activation][layer] = (shares.mean(axis=0), shares.min(axis=0), shares.max(axis=0))
+            curves[key][layer] = (shares.mean(axis=0), shares.min(axis=0), shares.max(axis=0))
     return curves

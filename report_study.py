@@ -120,7 +120,8 @@ def dying_section(tuned, output_dir):
              ["variant", "seeds", *UNIT_LAYERS, "all units"], body)
     figure = (plot_dying_units(curves, output_dir / "dead_units.png", probe_images),
               "Share of units never positive after each epoch, per activation layer: ReLU "
-              "against LeakyReLU (mean over their runs, range shaded).")
+              "against LeakyReLU, each with Adam and with SGD (mean over their runs, range "
+              "shaded; colour = optimizer, marker = activation, as in the training curves).")
     return table, figure
 
 

@@ -24,6 +24,7 @@ from figure_cache import drawn_only_when_changed, save_figure  # noqa: E402
 OPTIMIZER_COLOR = {"adam": "#1f77b4", "sgd": "#d62728"}
 DOWNSAMPLING_LINESTYLE = {"maxpool": "-", "strided": "--"}
 ACTIVATION_MARKER = {"relu": "o", "leakyrelu": "^"}
+LEVEL_NAME = {"relu": "ReLU", "leakyrelu": "LeakyReLU", "adam": "Adam", "sgd": "SGD"}
 
 
 def variant_label(run):
@@ -435,24 +436,27 @@ def plot_lr_sensitivity(curves, path, band=0.005):
 
 @drawn_only_when_changed
 def plot_dying_units(curves, path, probe_images):
-    """Share of units never positive per epoch, one panel per activation layer, ReLU against
-    LeakyReLU: the mean over runs as a line, their range shaded.
+    """Share of units never positive per epoch, one panel per activation layer, one line per
+    activation and optimizer (colour = optimizer, marker = activation, as in the training
+    curves): the mean over runs as a line, their range shaded.
 
-    curves: {activation: {layer: (mean per epoch, min, max)}} (shares in [0, 1]);
+    curves: {(activation, optimizer): {layer: (mean per epoch, min, max)}} (shares in [0, 1]);
     probe_images: how many validation images the shares were measured on.
     """
     layers = list(next(iter(curves.values())))
     fig, axes = plt.subplots(1, len(layers), figsize=(3.3 * len(layers), 3.9),
                              layout="constrained", sharey=True, squeeze=False)
-    colors = {"relu": "#333333", "leakyrelu": "#ff7f0e"}
     top = max(100 * c[2].max() for by_layer in curves.values() for c in by_layer.values())
     for ax, layer in zip(axes[0], layers):
-        for activation, by_layer in curves.items():
+        for (activation, optimizer), by_layer in curves.items():
             mean, low, high = (100 * np.asarray(a) for a in by_layer[layer])
             epochs = np.arange(1, len(mean) + 1)
+            color = OPTIMIZER_COLOR[optimizer]
             ax.plot(epochs, mean, marker=ACTIVATION_MARKER[activation], markersize=4,
-                    color=colors[activation], label={"relu": "ReLU", "leakyrelu": "LeakyReLU"}[activation])
-            ax.fill_between(epochs, low, high, color=colors[activation], alpha=0.15, linewidth=0)
+                    color=color, linewidth=1.4,
+                    markerfacecolor=color if activation == "relu" else "white",
+                    label=f"{LEVEL_NAME[activation]} · {LEVEL_NAME[optimizer]}")
+            ax.fill_between(epochs, low, high, color=color, alpha=0.12, linewidth=0)
         ax.set_title(f"after {layer.replace('_act', '').replace('act', 'conv')}", fontsize=11)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

@@ -159,3 +159,20 @@ def test_smallest_detectable_effect_matches_the_t_test_it_stands_for():
     noncentral = effect / (sd / math.sqrt(n))
     power = 1 - stats.nct.cdf(stats.t.ppf(1 - alpha / 2, n - 1), n - 1, noncentral)
     assert power == pytest.approx(0.8, abs=0.02)
+
+
+def test_dying_curves_group_by_activation_and_optimizer():
+    def run(activation, optimizer, shares, status="ok"):
+        return {"activation": activation, "optimizer": optimizer, "status": status,
+                "history": [{"never_positive_a": s, "never_positive_b": 0.0} for s in shares]}
+    curves = claims.dying_curves([run("leakyrelu", "sgd", [0.0, 0.0]),
+                                  run("relu", "adam", [0.4, 0.2]),
+                                  run("relu", "adam", [0.2, 0.1, 0.1]),  # longer: cut to 2
+                                  run("relu", "adam", [0.9, 0.9], status="failed"),
+                                  {"activation": "relu", "optimizer": "sgd", "status": "ok",
+                                   "history": [{"val_accuracy": 0.9}]}],  # not measured
+                                 ["a", "b"])
+    assert list(curves) == [("relu", "adam"), ("leakyrelu", "sgd")]
+    mean, low, high = curves[("relu", "adam")]["a"]
+    assert mean == pytest.approx([0.3, 0.15]) and list(low) == [0.2, 0.1] and list(high) == [0.4, 0.2]
+    assert list(curves[("leakyrelu", "sgd")]["b"][0]) == [0.0, 0.0]
