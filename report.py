@@ -234,9 +234,10 @@ def effects_table(title, what, effects, pair_effects, display):
              for e in adjusted])
 
 
-def statistics_sections(runs, factors, display):
+def statistics_sections(runs, factors, display, tuned=False):
     """The multi-seed comparison as (title, intro, header, rows) tables, plus the data of the
-    factor-effects figure; empty when there is nothing to compare."""
+    factor-effects figure; empty when there is nothing to compare. tuned: the runs are each
+    variant's at its chosen learning rate, out of a sweep."""
     ok = [r for r in runs if r["status"] == "ok"]
     summary = fa.variant_summary(ok, factors)
     effects, pair_effects = adjusted_effects(ok, factors, "test_accuracy")
@@ -244,7 +245,9 @@ def statistics_sections(runs, factors, display):
     tables = [("Variants over seeds",
                f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean, "
                f"clipped at 0 (and 100%) where the metric ends] over "
-               f"{counted(n_seeds, 'seed')}; best mean test accuracy first.",
+               f"{counted(n_seeds, 'seed')}; best mean test accuracy first." +
+               (" Each variant at its tuned peak learning rate (chosen on validation: see "
+                "'Learning rate, tuned per variant')." if tuned else ""),
                ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
                [[e["name"], str(e["n"]), pm(e["test_accuracy"]), pm(e["val_accuracy"]),
                  pm(e["test_loss"], 1, 4, ""), pm(e["train_seconds"], 1 / 60, 1, "")]
@@ -445,7 +448,8 @@ def write_report(output_dir, runs, x_test, progress=None):
                                    if n_seeds > 1 else [])),
          f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
     ]
-    tables, effects, pair_effects, points = statistics_sections(runs, factors, display)
+    tables, effects, pair_effects, points = statistics_sections(
+        runs, factors, display, tuned=lr_tuning.is_sweep(every_run))
     beyond_tables, beyond_lines, beyond_figures = beyond_accuracy(ok, factors, display, output_dir)
     if effects:
         figures.append((
@@ -463,17 +467,19 @@ def write_report(output_dir, runs, x_test, progress=None):
         Section("Fashion-MNIST CNN design-choice lab: results", 1, warnings, [
             f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
             f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(every_run)]),
+        # the answers first (claims, accuracy, effects), then what they rest on, then reference
         *([table_section(claims_table)] if claims_table else []),
-        *[dataclasses.replace(table_section(t), figures=f) for t, f in study_parts],
-        Section("Settings", table=settings_rows(best)),
+        *[table_section(t) for t in tables[:-1]],  # variants over seeds, factor effects
         *([Section("What the data support", bullets=effect_lines)] if effect_lines else []),
-        *[table_section(t) for t in tables]]
+        *[dataclasses.replace(table_section(t), figures=f) for t, f in study_parts],
+        table_section(tables[-1])]  # convergence speed
     if beyond_tables:
         sections += [Section("Beyond accuracy: calibration and shift robustness",
                              paragraphs=[BEYOND_INTRO], bullets=beyond_lines),
                      *[table_section(t, level=3) for t in beyond_tables],
                      Section(figures=beyond_figures)]
-    sections += [Section("Runs (best validation accuracy first)", table=results_rows(every_run)),
+    sections += [Section("Settings", table=settings_rows(best)),
+                 Section("Runs (best validation accuracy first)", table=results_rows(every_run)),
                  Section(f"Classification report of {best['name']} (seed {best['seed']})",
                          table=classification_rows(best["classification_report"], class_names)),
                  Section("Figures", figures=figures)]
