@@ -74,7 +74,9 @@ def plot_training_curves(runs, path, subtitle=None):
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles = [Line2D([], [], color=OPTIMIZER_COLOR[r["optimizer"]],
                       linestyle=DOWNSAMPLING_LINESTYLE[r["downsampling"]],
-                      marker=ACTIVATION_MARKER[r["activation"]], label=variant_label(r)) for r in runs]
+                      marker=ACTIVATION_MARKER[r["activation"]], label=variant_label(r) + (
+                          f" (lr x{r['lr_multiplier']:g})" if r.get("lr_multiplier", 1.0) != 1.0 else ""))
+               for r in runs]  # a variant tuned away from the shared peak says at which
     handles.append(Line2D([], [], linestyle="", marker="*", markersize=13, color="gold",
                           markeredgecolor="black", label="best validation epoch" + ("" if subtitle else " (checkpoint kept)")))
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9,
