@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import html
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -149,10 +150,7 @@ def compute_sentence(runs):
     across sessions or split between machines (the devices are named)."""
     train = sum(r.get("train_seconds", 0.0) for r in runs)
     timed = [r["evaluation_seconds"] for r in runs if "evaluation_seconds" in r]
-    devices = {}  # device -> runs on it
-    for r in runs:
-        if r.get("environment"):
-            devices[r["environment"]["device"]] = devices.get(r["environment"]["device"], 0) + 1
+    devices = Counter(r["environment"]["device"] for r in runs if r.get("environment"))
     text = (f"Compute: {counted(len(runs), 'run')}, {format_seconds(train)} of training + "
             f"{format_seconds(sum(timed))} of evaluation = {format_seconds(train + sum(timed))} "
             f"one after another")

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 import factor_analysis as fa  # noqa: E402
 from figure_cache import drawn_only_when_changed, save_figure  # noqa: E402
+from run_store import run_label  # noqa: E402
 
 # Eight curves stay apart by encoding the three factors, not by eight arbitrary colours.
 OPTIMIZER_COLOR = {"adam": "#1f77b4", "sgd": "#d62728"}
@@ -74,9 +75,9 @@ def plot_training_curves(runs, path, subtitle=None):
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles = [Line2D([], [], color=OPTIMIZER_COLOR[r["optimizer"]],
                       linestyle=DOWNSAMPLING_LINESTYLE[r["downsampling"]],
-                      marker=ACTIVATION_MARKER[r["activation"]], label=variant_label(r) + (
-                          f" (lr x{r['lr_multiplier']:g})" if r.get("lr_multiplier", 1.0) != 1.0 else ""))
-               for r in runs]  # a variant tuned away from the shared peak says at which
+                      marker=ACTIVATION_MARKER[r["activation"]],
+                      label=variant_label({"name": run_label(r)}))  # with its lr multiplier
+               for r in runs]
     handles.append(Line2D([], [], linestyle="", marker="*", markersize=13, color="gold",
                           markeredgecolor="black", label="best validation epoch" + ("" if subtitle else " (checkpoint kept)")))
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9,
