@@ -57,7 +57,7 @@ def width_rows(sensitivity, runs, names):
     width compares like any metric, paired over the other two factors."""
     factors = {r["name"]: {f: r[f] for f in names} for r in runs}
     return [{**factors[e["name"]], "name": e["name"], "seed": 0, "status": "ok",
-             "lr_width": e["width"]}
+             "lr_width": e["width"], "lr_width_censored": bool(e["width_censored"])}
             for e in sensitivity if e["width"] is not None and e["name"] in factors]
 
 
@@ -95,9 +95,21 @@ def claims_table(runs, factors, sensitivity=None, confidence=fa.CONFIDENCE):
         detectable = smallest_detectable(entry["sd"], entry["n"], alpha) * entry["scale"]
         entry.update(detectable=detectable,
                      verdict=verdict(entry["family_low"], entry["family_high"], detectable))
+        if entry["metric"] == "lr_width":
+            entry["verdict"] = censored_width_verdict(entry["verdict"], sweep)
     parameters = parameter_claim(runs)
     # in the claims' own order (their labels start "1.", ..., "6b."), also when some are missing
     return sorted(tested + ([parameters] if parameters else []), key=lambda e: e["claim"])
+
+
+def censored_width_verdict(text, sweep):
+    """A width is a lower bound where the sweep ends inside the band (the accuracy never fell
+    0.5 pp below the best on that side): with every width bounded there is nothing to compare."""
+    censored = sum(r["lr_width_censored"] for r in sweep)
+    if censored == len(sweep):
+        return ("not measurable with this sweep: every variant stays within 0.5 pp of its best "
+                "up to an end of its sweep, so every width is a lower bound")
+    return text + (f" ({censored} of {len(sweep)} widths are lower bounds)" if censored else "")
 
 
 def parameter_claim(runs):

@@ -176,3 +176,22 @@ def test_dying_curves_group_by_activation_and_optimizer():
     mean, low, high = curves[("relu", "adam")]["a"]
     assert mean == pytest.approx([0.3, 0.15]) and list(low) == [0.2, 0.1] and list(high) == [0.4, 0.2]
     assert list(curves[("leakyrelu", "sgd")]["b"][0]) == [0.0, 0.0]
+
+
+def test_little_tuning_claim_reads_the_sweep_widths_and_their_bounds():
+    """5b pairs each Adam variant's width (doublings within 0.5 pp of its best) with its SGD
+    twin's; a width is a lower bound where the sweep ended inside the band."""
+    runs = factorial_runs("test_accuracy", lambda v: 0.0)
+    names = sorted({r["name"] for r in runs})
+    widths = {n: (2.0 if n.endswith("Adam") else 1.0) + 0.05 * i for i, n in enumerate(names)}
+
+    def five_b(censored):
+        sensitivity = [{"name": n, "width": w, "width_censored": n in censored}
+                       for n, w in widths.items()]
+        return claim(claims.claims_table(runs, FACTORS, sensitivity), "5b.")
+
+    clear = five_b(censored=set())
+    assert clear["n"] == 4 and clear["effect"] == pytest.approx(1.0, abs=0.2)
+    assert clear["verdict"] == "supported"
+    assert five_b(censored=set(names[:2]))["verdict"] == "supported (2 of 8 widths are lower bounds)"
+    assert five_b(censored=set(names))["verdict"].startswith("not measurable with this sweep")
