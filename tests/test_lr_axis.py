@@ -113,3 +113,28 @@ def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypa
                                     [0.5, 1.0, 2.0], None, context)
     assert failed == []
     assert trained == [(0, 0.5), (0, 1.0), (0, 2.0), (0, 4.0), (0, 8.0), (1, 4.0), (2, 4.0)]
+
+
+def test_lr_sensitivity_keeps_every_point_on_its_shared_scale(tmp_path, monkeypatch):
+    """The panels share one accuracy scale: the best point of either panel, and its star,
+    stay inside it, whichever panel is drawn first."""
+    import visualization_utils
+
+    figures = []
+    monkeypatch.setattr(visualization_utils, "save_figure",
+                        lambda fig, path: figures.append(fig) or path)
+    adam = dict(activation="relu", downsampling="maxpool", optimizer="adam")
+    sgd = dict(activation="leakyrelu", downsampling="strided", optimizer="sgd")
+    curves = [(adam, "Adam", [(0.5, 0.003, 0.925), (1, 0.006, 0.932), (2, 0.012, 0.930)], 1),
+              (sgd, "SGD", [(0.5, 0.0375, 0.931), (1, 0.075, 0.933), (2, 0.15, 0.9377)], 2)]
+    visualization_utils.plot_lr_sensitivity(curves, tmp_path / "lr.png")
+    (fig,) = figures
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        for line in ax.get_lines():
+            if line.get_transform() is not ax.transData:  # the recipe's peak, a vertical line
+                continue
+            ys = list(line.get_ydata())
+            assert all(low < y < high for y in ys), (ax.get_title(), ys, (low, high))
+    assert max(y for ax in fig.axes for line in ax.get_lines() for y in line.get_ydata()
+               if line.get_transform() is ax.transData) >= 93.77 - 1e-9
