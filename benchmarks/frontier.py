@@ -3,11 +3,14 @@
 For each budget N (6, 8, 10, 12 by default) the configuration is trained for N epochs on the
 ablation's variants and seeds -- through benchmarks/ablation.py, so runs are the runner's
 own, resumable and kept under --output-dir/<N>-epochs/ -- and the table sets every budget's
-validation accuracy beside the reference runs (by default the grid in docs/). Validation only:
-the test set stays for the final figures.
+validation accuracy beside the reference runs (a grid folder: the 12-epoch grid of 2026-11-29,
+kept in git history as docs/ at commit 4be691c). Validation only: the test set stays for the
+final figures.
 
+    git worktree add ../grid-12-epochs 4be691c
     python benchmarks/frontier.py --config lr_peak_x1.5 --runs-at 8=benchmarks/ablation-runs \\
-        --baseline-flags "--adam-peak-lr 0.004 --sgd-peak-lr 0.05" --table benchmarks/frontier.md
+        --baseline-flags "--adam-peak-lr 0.004 --sgd-peak-lr 0.05" \\
+        --reference ../grid-12-epochs/docs --table benchmarks/frontier.md
 """
 
 import argparse
@@ -41,8 +44,9 @@ def parse_args():
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "frontier-runs")
     p.add_argument("--runs-at", type=budget_and_folder, nargs="*", default=[], metavar="N=DIR",
                    help="take budget N's runs from this ablation folder instead (already run)")
-    p.add_argument("--reference", type=Path, default=ROOT / "docs",
-                   help="a grid folder whose runs are the reference (the 12-epoch recipe's)")
+    p.add_argument("--reference", type=Path, required=True,
+                   help="a grid folder whose runs are the reference (the 12-epoch recipe's: "
+                        "docs/ at commit 4be691c)")
     p.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "frontier.md")
     p.add_argument("--table-only", action="store_true", help="no training, only the table")
     return p.parse_args()
