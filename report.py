@@ -476,7 +476,9 @@ def write_report(output_dir, runs, x_test, progress=None):
                              paragraphs=[BEYOND_INTRO], bullets=beyond_lines),
                      *[table_section(t, level=3) for t in beyond_tables],
                      Section(figures=beyond_figures)]
-    sections += [Section("Settings", table=settings_rows(best)),
+    sections += [Section("Settings", table=settings_rows(best), paragraphs=[
+                     f"Recipe and environment of the best run, {best['name']} (seed {best['seed']}); "
+                     "every run's own are in its settings.json and metrics.json."]),
                  Section("Runs (best validation accuracy first)", table=results_rows(every_run)),
                  Section(f"Classification report of {best['name']} (seed {best['seed']})",
                          table=classification_rows(best["classification_report"], class_names)),
