@@ -404,6 +404,8 @@ def plot_lr_sensitivity(curves, path, band=0.005):
     values = [100 * v for *_, points, _ in curves for _, _, v in points if v is not None]
     floor = min(values, default=0) - 0.4
     ceiling = max(values, default=100) + 0.25  # room for the chosen point's star
+    diverged = any(v is None for *_, points, _ in curves for *_, v in points)
+    bottom = floor - 0.3 if diverged else floor + 0.15  # room for the crosses only if drawn
     for ax, optimizer in zip(axes[0], optimizers):
         for run, label, points, chosen in curves:
             if run["optimizer"] != optimizer:
@@ -427,7 +429,7 @@ def plot_lr_sensitivity(curves, path, band=0.005):
         ax.set_xlabel(f"peak learning rate of {'AdamW' if optimizer == 'adam' else 'SGD'} (log scale)")
         if ax is axes[0][0]:  # the scale is shared
             ax.set_ylabel("validation accuracy (%)")
-        ax.set_ylim(floor - 0.3, ceiling)  # both ends: the axes share one scale
+        ax.set_ylim(bottom, ceiling)  # both ends: the axes share one scale
         ax.set_title(f"{'AdamW' if optimizer == 'adam' else 'SGD with momentum'}: star = chosen, "
                      "dotted = the recipe's peak", fontsize=11)
         ax.grid(alpha=0.3)

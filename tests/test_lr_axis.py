@@ -115,9 +115,10 @@ def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypa
     assert trained == [(0, 0.5), (0, 1.0), (0, 2.0), (0, 4.0), (0, 8.0), (1, 4.0), (2, 4.0)]
 
 
-def test_lr_sensitivity_keeps_every_point_on_its_shared_scale(tmp_path, monkeypatch):
+@pytest.mark.parametrize("diverged", [False, True])
+def test_lr_sensitivity_keeps_every_point_on_its_shared_scale(tmp_path, monkeypatch, diverged):
     """The panels share one accuracy scale: the best point of either panel, and its star,
-    stay inside it, whichever panel is drawn first."""
+    stay inside it, whichever panel is drawn first; so does a diverged run's cross."""
     import visualization_utils
 
     figures = []
@@ -127,6 +128,8 @@ def test_lr_sensitivity_keeps_every_point_on_its_shared_scale(tmp_path, monkeypa
     sgd = dict(activation="leakyrelu", downsampling="strided", optimizer="sgd")
     curves = [(adam, "Adam", [(0.5, 0.003, 0.925), (1, 0.006, 0.932), (2, 0.012, 0.930)], 1),
               (sgd, "SGD", [(0.5, 0.0375, 0.931), (1, 0.075, 0.933), (2, 0.15, 0.9377)], 2)]
+    if diverged:
+        curves[1][2].append((4, 0.3, None))
     visualization_utils.plot_lr_sensitivity(curves, tmp_path / "lr.png")
     (fig,) = figures
     for ax in fig.axes:
