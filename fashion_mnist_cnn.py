@@ -226,6 +226,25 @@ class Reporter:
         return rows
 
 
+REDRAW_INTERVAL_S = 120  # short runs (--quick) would otherwise spend much of their time drawing
+
+
+class Redraw:
+    """While a grid runs, the report of the finished runs after the first run, then after a
+    run whenever REDRAW_INTERVAL_S have passed since the last redraw: after every run of a
+    full grid (runs take minutes), after every few of a quick one. The grid's end draws."""
+
+    def __init__(self, report, output_dir, interval=REDRAW_INTERVAL_S, clock=time.monotonic):
+        self.report, self.output_dir, self.interval, self.clock = report, output_dir, interval, clock
+        self.last = None
+
+    def __call__(self, done, total):
+        if self.last is not None and self.clock() - self.last < self.interval:
+            return
+        self.report(run_store.finished_runs(self.output_dir), (done, total))
+        self.last = self.clock()
+
+
 def run_grid(planned, recipe, context, after_each_run=None):
     """Train every planned (variant, seed, lr multiplier) run not yet finished; returns the
     failed ones.
@@ -359,8 +378,7 @@ def run(args):
     else:
         # a shard draws nothing: other shards' runs are elsewhere, the merge step draws
         draws = args.report and not shard
-        redraw = (lambda done, total: report(run_store.finished_runs(args.output_dir),
-                                             (done, total))) if draws else None
+        redraw = Redraw(report, args.output_dir) if draws else None
         if args.tune_lr:
             failed = tune_learning_rates(variants, args.seeds, args.lr_scales, recipe, context,
                                          redraw)

@@ -29,7 +29,7 @@ WORKER_GRID = ["--subset", "320", "--test-images", "512", "--shift-images", "100
                "leakyrelu", "--downsampling", "strided", "--optimizer", "sgd", "--seeds", "0", "1"]
 
 
-SHARED_FIXTURES = ("tiny_grid", "two_workers", "short_run")
+SHARED_FIXTURES = ("tiny_grid", "two_workers", "short_run", "sweep")  # sweep: test_lr_axis.py
 
 
 def pytest_itemcollected(item):

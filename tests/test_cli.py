@@ -10,7 +10,7 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import TINY_GRID, TINY_NAMES, WORKER_GRID, copy_of
+from conftest import TINY_GRID, TINY_NAMES, WORKER_GRID
 
 import fashion_mnist_cnn as fm
 import report
@@ -53,14 +53,29 @@ def test_results_table_has_one_row_per_run(tiny_grid):
     assert "Epoch 2/2" in stdout and "\r" not in stdout and "━" not in stdout
 
 
-def test_the_report_is_redrawn_after_every_run_while_the_grid_runs(tiny_grid):
+def test_the_report_is_redrawn_while_the_grid_runs(tiny_grid):
     """The first comparison is on screen after the first run, not after the grid; a kill
-    during a later run leaves the report of the finished ones."""
+    during a later run leaves the report of the finished ones (up to the redraw interval,
+    test_redraws_wait_for_their_interval); the last run's report is the final one."""
     _, _, drawn = tiny_grid
-    assert [progress for progress, _, _ in drawn] == [(1, 4), (2, 4), (3, 4), None]
-    for (_, top, page_written), k in zip(drawn[:3], (1, 2, 3)):
-        assert f"Grid in progress: {k} of 4 runs finished" in top and page_written
+    progress = [p for p, _, _ in drawn]
+    assert progress[0] == (1, 4) and progress[-1] is None
+    between = [done for done, total in progress[1:-1]]
+    assert between == sorted(set(between)) and set(between) <= {2, 3}
+    for (done, _), top, page_written in drawn[:-1]:
+        assert f"Grid in progress: {done} of 4 runs finished" in top and page_written
     assert "Grid in progress" not in drawn[-1][1]
+
+
+def test_redraws_wait_for_their_interval(monkeypatch):
+    now, drawn = [0.0], []
+    monkeypatch.setattr(fm.run_store, "finished_runs", lambda output_dir: ["runs"])
+    redraw = fm.Redraw(lambda runs, progress: drawn.append(progress), "out", interval=120,
+                       clock=lambda: now[0])
+    for done, at in enumerate([0, 60, 121, 200, 241, 242], start=1):
+        now[0] = at
+        redraw(done, 8)
+    assert drawn == [(1, 8), (3, 8), (5, 8)]
 
 
 def test_run_folder_holds_everything(tiny_grid):
@@ -153,22 +168,37 @@ def test_other_settings_are_refused_not_mixed(tiny_grid, capsys):
     assert (out / "results.csv").read_text() == before
 
 
-def test_report_only_redraws_without_training(tiny_grid, tmp_path, monkeypatch):
-    out = copy_of(tiny_grid[0], tmp_path / "grid")
-    for path in figure_paths(out) + [out / "report.html"]:
-        path.unlink()
+def test_report_only_redraws_without_training_or_models(tiny_grid, tmp_path, monkeypatch, capsys):
+    """A grid committed without its models, predictions, backups and figures (docs/runs)
+    still gives every figure and table, the same summary, without training or loading a
+    model; a figure of a run that was best before is removed; a missing figures.npz is a
+    one-line error."""
+    out = tmp_path / "kept"
+    shutil.copytree(tiny_grid[0] / "runs", out / "runs", ignore=shutil.ignore_patterns(
+        "*.keras", "predictions.npz", "backup", "tensorboard"))
+    shutil.copy(tiny_grid[0] / "results.json", out)
     stale = out / "CNN_LeakyReLU_MaxPool_SGD_filters.png"  # of a run that was best before
     stale.write_bytes(b"png")
 
     def no_training(*args, **kwargs):
         raise AssertionError("--report-only must not train")
 
+    def no_model(*args, **kwargs):
+        raise AssertionError("the report loaded a model")
+
     monkeypatch.setattr(keras.Model, "fit", no_training)
+    monkeypatch.setattr(keras.models, "load_model", no_model)
     assert fm.main(["--report-only", "--output-dir", str(out)]) == 0
-    for path in figure_paths(out) + [out / "report.html"]:
+    for path in figure_paths(out) + [out / "report.html", out / "summary.md"]:
         assert path.is_file(), path
     assert (out / "summary.md").read_text() == (tiny_grid[0] / "summary.md").read_text()
     assert not stale.exists() and len(list(out.glob("CNN_*_filters.png"))) == 1
+    (run_store.run_dir(out, best_name(out), json.loads(
+        (out / "results.json").read_text())[0]["seed"]) / run_store.FIGURE_DATA).unlink()
+    capsys.readouterr()
+    assert fm.main(["--report-only", "--output-dir", str(out)]) == 2  # a clear error, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "figures.npz" in err and len(err.splitlines()) == 1
 
 
 def test_every_run_keeps_the_data_of_its_model_figures(tiny_grid):
@@ -186,28 +216,6 @@ def test_every_run_keeps_the_data_of_its_model_figures(tiny_grid):
         assert np.all(np.diff(drawn["mistakes_confidence"]) <= 0)  # most confident first
         assert drawn["gradcam_heatmaps"].shape[0] == len(drawn["gradcam_index"])
         assert drawn["map_act1"].shape == (28, 28, 32)
-
-
-def test_report_of_runs_kept_without_models(tiny_grid, tmp_path, monkeypatch, capsys):
-    """A grid committed without its models, predictions and backups (docs/runs) still
-    gives every figure and table."""
-    kept = tmp_path / "kept"
-    shutil.copytree(tiny_grid[0] / "runs", kept / "runs", ignore=shutil.ignore_patterns(
-        "*.keras", "predictions.npz", "backup", "tensorboard"))
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("the report loaded a model")
-
-    monkeypatch.setattr(keras.models, "load_model", no_model)
-    assert fm.main(["--report-only", "--output-dir", str(kept)]) == 0
-    for path in figure_paths(kept) + [kept / "report.html", kept / "summary.md"]:
-        assert path.is_file(), path
-    (run_store.run_dir(kept, best_name(kept), json.loads(
-        (kept / "results.json").read_text())[0]["seed"]) / run_store.FIGURE_DATA).unlink()
-    capsys.readouterr()
-    assert fm.main(["--report-only", "--output-dir", str(kept)]) == 2  # a clear error, no traceback
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "figures.npz" in err and len(err.splitlines()) == 1
 
 
 def test_summary_states_what_the_grid_cost(tiny_grid):

@@ -23,7 +23,9 @@ NAME = "CNN_ReLU_MaxPool_Adam"
 def sweep(tmp_path_factory):
     require_real_data()
     out = tmp_path_factory.mktemp("sweep") / "out"
-    assert fm.main([*SWEEP, "--output-dir", str(out)]) == 0
+    # the report once, from the finished runs (redraws during a grid: tests/test_cli.py)
+    assert fm.main([*SWEEP, "--no-report", "--output-dir", str(out)]) == 0
+    assert fm.main(["--report-only", "--output-dir", str(out)]) == 0
     return out
 
 
