@@ -405,7 +405,7 @@ def plot_lr_sensitivity(curves, path, band=0.005):
     floor = min(values, default=0) - 0.4
     ceiling = max(values, default=100) + 0.25  # room for the chosen point's star
     diverged = any(v is None for *_, points, _ in curves for *_, v in points)
-    bottom = floor - 0.3 if diverged else floor + 0.15  # room for the crosses only if drawn
+    bottom = floor - 0.3 if diverged else min(values, default=0) - 0.25  # crosses need room
     for ax, optimizer in zip(axes[0], optimizers):
         for run, label, points, chosen in curves:
             if run["optimizer"] != optimizer:

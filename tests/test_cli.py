@@ -176,7 +176,6 @@ def test_report_only_redraws_without_training_or_models(tiny_grid, tmp_path, mon
     out = tmp_path / "kept"
     shutil.copytree(tiny_grid[0] / "runs", out / "runs", ignore=shutil.ignore_patterns(
         "*.keras", "predictions.npz", "backup", "tensorboard"))
-    shutil.copy(tiny_grid[0] / "results.json", out)
     stale = out / "CNN_LeakyReLU_MaxPool_SGD_filters.png"  # of a run that was best before
     stale.write_bytes(b"png")
 
