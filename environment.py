@@ -13,7 +13,8 @@ import shutil
 import subprocess
 import sys
 
-PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "matplotlib", "seaborn", "scipy")
+PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "matplotlib", "seaborn", "scipy",
+            "statsmodels")
 
 
 def cpu_model():
@@ -26,6 +27,35 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# x86 CPU flags of native bfloat16 math that oneDNN uses for Keras' mixed_bfloat16: Intel AMX
+# (Sapphire Rapids and later) and AVX512-BF16 (Cooper Lake, AMD Zen 4 and later). Without
+# them bfloat16 runs a software fallback, measured at 0.11x float32 (benchmarks/README.md).
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags (Linux /proc/cpuinfo 'flags' line), empty where unknown."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def auto_precision(gpu_count, flags):
+    """(Keras dtype policy, why) for --precision auto: mixed_float16 on a GPU (tensor cores),
+    mixed_bfloat16 on a CPU with native bfloat16 math, float32 on any other CPU."""
+    if gpu_count:
+        return "mixed_float16", "auto: a GPU"
+    native = [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
+    if native:
+        return "mixed_bfloat16", f"auto: the CPU has native bfloat16 ({', '.join(native)})"
+    return "float32", "auto: the CPU has no native bfloat16"
 
 
 def gpu_names(tf):
@@ -47,23 +77,25 @@ def package_versions(packages=PACKAGES):
     return versions
 
 
-def describe(tf, keras, strategy, precision, jit_compile):
-    """The environment block of a run: where and how it trained."""
+def describe(tf, keras, strategy, precision, jit_compile, precision_reason=""):
+    """The environment block of a run: where and how it trained, and why in that precision."""
     gpus = gpu_names(tf)
     return {
         "backend": keras.backend.backend(),
         "device": ", ".join(gpus) if gpus else f"CPU: {cpu_model()} ({os.cpu_count()} cores)",
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpus,
         "replicas": strategy.num_replicas_in_sync, "precision": precision,
+        "precision_reason": precision_reason,
         "xla": bool(jit_compile), "platform": platform.platform(),
         "packages": package_versions(),
     }
 
 
 def summary_line(environment):
-    """'Keras tensorflow backend on CPU: ... (2 cores); float32, XLA off, 1 replica'."""
+    """'tensorflow backend on CPU: ... (2 cores); float32 (auto: ...), XLA off, 1 replica(s)'."""
     e = environment
-    return (f"{e['backend']} backend on {e['device']}; {e['precision']}, "
+    why = f" ({e['precision_reason']})" if e.get("precision_reason") else ""
+    return (f"{e['backend']} backend on {e['device']}; {e['precision']}{why}, "
             f"XLA {'on' if e['xla'] else 'off'}, {e['replicas']} replica(s)")
 
 

@@ -1,23 +1,18 @@
 """What the runs support: per-variant statistics over seeds, factor effects with intervals.
 
-The grid is a 2x2x2 factorial design repeated over seeds. A factor's main effect is the
-difference in test accuracy between its two levels, paired: every (other two factors, seed)
-cell gives one difference, so seed-to-seed noise shared by both levels cancels. The 95%
-interval is a paired t interval over those differences (4 per seed for a main effect):
-mean +- t(0.975, n-1) * sd / sqrt(n). It treats the differences as independent draws, and
-any interaction with the other factors widens it -- so it is, if anything, conservative
-about "the effect averaged over this grid". An interaction of two factors is the change in
-one factor's effect between the two levels of the other, paired the same way over the
-third factor and the seeds.
+The grid is a factorial design repeated over seeds. Factor effects and interactions are
+contrasts of one model, the replicated factorial with seeds as blocks (factorial.py), the
+same model the claims are read with; per-variant means get t intervals over their seeds.
 
 Pure numpy/scipy on the runner's result rows (dicts with activation, downsampling,
 optimizer, seed, status and metrics); no Keras, no drawing.
 """
 
-import itertools
-
 import numpy as np
 from scipy import stats
+
+import factorial
+from levels import ordered
 
 CONFIDENCE = 0.95
 SUMMARY_METRICS = ("test_accuracy", "val_accuracy", "test_loss", "train_seconds")
@@ -76,80 +71,46 @@ def variant_summary(rows, factors, metrics=SUMMARY_METRICS):
     return sorted(summary, key=lambda e: -e["test_accuracy"]["mean"])
 
 
-def cell_values(rows, factors, metric):
-    """{(level of each factor..., seed): metric} of the finished runs that have it (a level
-    never reached, or a run from before the metric, has None)."""
-    return {(*(r[f] for f in factors), r["seed"]): r[metric] for r in ok_rows(rows)
-            if r.get(metric) is not None}
+def ordered_factors(rows, factors):
+    """{factor: its levels in the runs, registry order (reference first)} for the model."""
+    present = {f: {r[f] for r in ok_rows(rows)} for f in factors}
+    return {f: ordered(f, levels) for f, levels in present.items() if levels}
 
 
-def _interval_entry(differences, **fields):
-    mean, sd, low, high = mean_interval(differences)
-    return {**fields, "effect": mean, "sd": sd, "low": low, "high": high, "n": len(differences),
-            "significant": excludes_zero(low, high)}
+def _compatible(entry, rows):
+    """factorial's entry with the fields tables, sentences and figures read."""
+    significant = excludes_zero(entry["low"], entry["high"])
+    return {**entry, "first": entry["reference"], "second": entry["level"],
+            "n": len(ok_rows(rows)), "significant": significant}
 
 
 def factor_effects(rows, factors, metric="test_accuracy"):
-    """Main effect of each factor: metric(second level) - metric(first level), paired over
-    the other factors' levels and the seeds. factors: {factor: (first level, second level)}."""
-    names = list(factors)
-    cells = cell_values(rows, names, metric)
-    seeds = sorted({key[-1] for key in cells})
-    effects = []
-    for i, factor in enumerate(names):
-        first, second = factors[factor]
-        others = [factors[f] for f in names if f != factor]
-        differences = []
-        for levels in itertools.product(*others, seeds):
-            key_first = (*levels[:i], first, *levels[i:])
-            key_second = (*levels[:i], second, *levels[i:])
-            if key_first in cells and key_second in cells:
-                differences.append(cells[key_second] - cells[key_first])
-        if differences:
-            effects.append(_interval_entry(differences, factor=factor, first=first, second=second))
-    return effects
+    """Each level against its factor's reference level (the registry's first), averaged over
+    the other factors, from the replicated factorial model with seed blocks (factorial.py):
+    one row per non-reference level ("GELU vs ReLU"), intervals on the residual df."""
+    design = factorial.fit(rows, ordered_factors(rows, factors), metric)
+    return [_compatible(e, rows) for e in factorial.main_effects(design)]
 
 
 def interactions(rows, factors, metric="test_accuracy"):
-    """For each pair of factors (A, B): A's effect at B's second level minus A's effect at
-    B's first level, paired over the remaining factor's levels and the seeds."""
-    names = list(factors)
-    cells = cell_values(rows, names, metric)
-    seeds = sorted({key[-1] for key in cells})
-    found = []
-    for a, b in itertools.combinations(names, 2):
-        rest = [f for f in names if f not in (a, b)]
-        differences = []
-        for levels in itertools.product(*(factors[f] for f in rest), seeds):
-            fixed = dict(zip(rest, levels[:-1]))
-
-            def value(level_a, level_b):
-                key = tuple({a: level_a, b: level_b, **fixed}[f] for f in names) + (levels[-1],)
-                return cells.get(key)
-
-            corners = [value(la, lb) for lb in factors[b] for la in factors[a]]
-            if None not in corners:
-                a_at_b1, a_at_b2 = corners[1] - corners[0], corners[3] - corners[2]
-                differences.append(a_at_b2 - a_at_b1)
-        if differences:
-            found.append(_interval_entry(differences, factor=a, by=b))
-    return found
+    """Interaction contrasts of the same model: how a level's effect changes between a level
+    of another factor and that factor's reference (zero when effects add up)."""
+    design = factorial.fit(rows, ordered_factors(rows, factors), metric)
+    return [_compatible(e, rows) for e in factorial.interactions(design)]
 
 
 def family_adjusted(entries, confidence=CONFIDENCE):
-    """The entries (effects and interactions reported together) with Bonferroni-widened
-    intervals added: each at 1 - (1 - confidence) / m for m entries, so that all m intervals
-    hold at once with probability >= confidence. Six comparisons at 95% each would give
-    about a one-in-four chance that at least one zero effect looks "significant"."""
-    m = len(entries)
-    each = 1 - (1 - confidence) / max(m, 1)
-    adjusted = []
-    for e in entries:  # one pair has sd NaN, so its interval stays NaN
-        half = t_half_width(e["sd"], e["n"], each) if e["n"] > 1 else float("nan")
-        low, high = e["effect"] - half, e["effect"] + half
-        adjusted.append({**e, "family_size": m, "family_low": low, "family_high": high,
-                         "family_significant": excludes_zero(low, high)})
-    return adjusted
+    """The entries with Bonferroni intervals over all of them (and Holm's p values)."""
+    return [{**e, "family_significant": excludes_zero(e["family_low"], e["family_high"])}
+            for e in factorial.family_adjusted(entries, confidence)]
+
+
+def comparison_label(effect, display):
+    """'GELU vs ReLU', or 'LeakyReLU vs ReLU x SGD vs Adam' for an interaction."""
+    head = f"{display[effect['level']]} vs {display[effect['reference']]}"
+    if "by" in effect:
+        head += f" x {display[effect['by_level']]} vs {display[effect['by_reference']]}"
+    return head
 
 
 def first_epoch_reaching(history, threshold):
@@ -197,18 +158,15 @@ def convergence(runs, thresholds=CONVERGENCE_THRESHOLDS):
 
 
 def effect_sentence(effect, display):
-    """'LeakyReLU vs ReLU: +0.12 pp [-0.05, +0.29], not significant at 95% (n=12 pairs)'."""
-    if "by" in effect:
-        head = f"{effect['factor']} x {effect['by']}"
-    else:
-        head = f"{display[effect['second']]} vs {display[effect['first']]}"
+    """'LeakyReLU vs ReLU: +0.12 pp [-0.05, +0.29], not significant at 95% (model df 14)'."""
+    head = comparison_label(effect, display) + (" (interaction)" if "by" in effect else "")
     if not np.isfinite(effect["low"]):
-        return f"{head}: {100 * effect['effect']:+.2f} pp (one pair: no interval)"
+        return f"{head}: {100 * effect['effect']:+.2f} pp (one seed: no interval)"
     verdict = "significant" if effect["significant"] else "not significant"
     family = ""
     if effect["significant"] and "family_size" in effect:
         family = (f"; {'holds' if effect['family_significant'] else 'not'} after Bonferroni "
                   f"over {effect['family_size']} comparisons")
     return (f"{head}: {100 * effect['effect']:+.2f} pp [{100 * effect['low']:+.2f}, "
-            f"{100 * effect['high']:+.2f}], {verdict} at {CONFIDENCE:.0%} (n={effect['n']} pairs)"
-            f"{family}")
+            f"{100 * effect['high']:+.2f}], {verdict} at {CONFIDENCE:.0%} (model df "
+            f"{effect['df']:.0f}){family}")

@@ -46,10 +46,11 @@ import run_store  # noqa: E402
 import tensorboard_hparams  # noqa: E402
 from data import prepare_data, prepare_test_images  # noqa: E402
 from errors import LabError, UsageError  # noqa: E402
-from models import FACTORS, build_model, trainable_params, variant_grid  # noqa: E402
+from levels import FACTORS, LEVELS  # noqa: E402
+from models import build_model, trainable_params, variant_grid  # noqa: E402
 from report import write_report  # noqa: E402
-from training import (QUICK, Recipe, complete_saved_run, distribution_strategy, gpus,  # noqa: E402
-                      positive_int, train_and_evaluate)
+from training import (QUICK, Recipe, complete_saved_run, distribution_strategy,  # noqa: E402
+                      gpus, grid_precision, positive_int, resolve_precision, train_and_evaluate)
 
 QUICK_OUTPUT_DIR = Path("results-quick")  # --quick runs never mix with real ones
 
@@ -63,6 +64,7 @@ class Context:
     strategy: object = None
     shard: tuple | None = None  # (index, count) of this worker's slice of the grid
     fresh: bool = False
+    precision_reason: str = ""  # why the runs train in the recipe's precision
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -81,9 +83,9 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     grid = p.add_argument_group("the grid")
-    for factor, levels in FACTORS.items():
-        grid.add_argument(f"--{factor}", nargs="+", choices=levels, default=list(levels),
-                          help=f"{factor} levels to include in the grid")
+    for factor, levels in FACTORS.items():  # the seed's levels by default, any registered one
+        grid.add_argument(f"--{factor}", nargs="+", choices=list(LEVELS[factor]),
+                          default=list(levels), help=f"{factor} levels to include in the grid")
     grid.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                       help="repeat every variant once per seed; each seed fixes its run's data "
                            "split, initialisation and shuffling (default: 0)")
@@ -274,7 +276,7 @@ def run_grid(planned, recipe, context, after_each_run=None):
         print(f"\n[{i}/{len(todo)}] {name} seed {seed} "
               f"(elapsed {run_store.format_seconds(elapsed)}{eta})", flush=True)
         record = train_and_evaluate(variant, seed, data[seed], recipe, context.strategy, run_dir,
-                                    multiplier)
+                                    multiplier, context.precision_reason)
         if record["status"] != "ok":
             print(f"FAILED {name} seed {seed}: {record['reason']}", flush=True)
             failed.append(record)
@@ -361,16 +363,18 @@ def run(args):
     if args.batch_size < replicas:
         raise UsageError(f"--batch-size {args.batch_size} is smaller than the {replicas} "
                          "replicas it is split between")
-    recipe = Recipe.from_args(args, replicas)
+    precision, why = (resolve_precision(args.precision) if args.report_only is not None
+                      else grid_precision(args.precision, args.output_dir))
+    recipe = Recipe.from_args(args, replicas, precision)
     shard = (None if args.report_only is not None else
              run_store.shard_from_environment(args.shard, args.shard_count, os.environ))
-    context = Context(args.output_dir, args.data_dir, strategy, shard, args.fresh)
+    context = Context(args.output_dir, args.data_dir, strategy, shard, args.fresh, why)
     warning = environment.gpu_mismatch_warning(len(gpus()))
     if warning:
         print(warning, file=sys.stderr)
     jit = bool(gpus()) and replicas == 1 and not args.deterministic  # jit_compile="auto" on TF
-    print(environment.summary_line(environment.describe(tf, keras, strategy, recipe.precision, jit)),
-          flush=True)
+    print(environment.summary_line(environment.describe(tf, keras, strategy, recipe.precision, jit,
+                                                        why)), flush=True)
 
     report = Reporter(context)
     if args.report_only is not None:

@@ -156,8 +156,17 @@ def never_positive_shares(probe, images, batch_size=512):
     return [float(np.mean(p <= 0)) for p in peaks]
 
 
-def never_positive_units(model, images, layer_names=UNIT_LAYERS):
-    """{layer: {"units", "never_positive" (share)}} and the share over all those units."""
+def unit_layers(model):
+    """Every activation layer of the model whose units can die: after conv1-4 and dense, and
+    after a strided variant's downsampling convolutions (down1_act-down3_act)."""
+    names = {layer.name for layer in model.layers}
+    return [*UNIT_LAYERS, *(n for n in ("down1_act", "down2_act", "down3_act") if n in names)]
+
+
+def never_positive_units(model, images, layer_names=None):
+    """{layer: {"units", "never_positive" (share)}} and the share over all those units
+    (default: every activation layer, unit_layers)."""
+    layer_names = layer_names or unit_layers(model)
     shares = never_positive_shares(activation_probe(model, layer_names), images)
     layers = {n: {"units": int(model.get_layer(n).output.shape[-1]), "never_positive": s}
               for n, s in zip(layer_names, shares)}

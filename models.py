@@ -11,22 +11,20 @@ import keras
 import numpy as np
 from keras import layers
 
-FACTORS = {  # factor -> its two levels; the grid is their product
-    "activation": ("relu", "leakyrelu"),
-    "downsampling": ("maxpool", "strided"),
-    "optimizer": ("adam", "sgd"),
-}
-DISPLAY = {"relu": "ReLU", "leakyrelu": "LeakyReLU", "maxpool": "MaxPool",
-           "strided": "Strided", "adam": "Adam", "sgd": "SGD"}
-LEAKY_SLOPE = 0.1  # LeakyReLU's negative slope (Keras' default 0.3 is unusually leaky)
+from levels import DISPLAY, FACTORS, LEVELS, level  # noqa: F401  (FACTORS: the default grid)
+
 MAX_TRAINABLE_PARAMS = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Variant:
-    activation: str    # relu | leakyrelu
-    downsampling: str  # maxpool | strided
+    activation: str    # a level of levels.LEVELS["activation"]: relu | leakyrelu | gelu
+    downsampling: str  # maxpool | strided | avgpool
     optimizer: str     # adam | sgd
+
+    def __post_init__(self):
+        for factor, name in dataclasses.asdict(self).items():
+            level(factor, name)  # an unknown level is refused, never built as another
 
     @property
     def name(self):
@@ -41,8 +39,8 @@ def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
     """The CNN of one variant, with named layers so figures can find them.
 
     Two conv blocks (32, 32 then 64, 64 filters, 3x3, 'same', each conv followed by batch
-    norm and the activation), each ending in a downsampling (2x2 max pooling or a learned
-    3x3 stride-2 convolution) and dropout 0.25. One more downsampling of the same kind
+    norm and the activation), each ending in a downsampling (levels.LEVELS: 2x2 max or
+    average pooling, or a learned 3x3 stride-2 convolution) and dropout 0.25. One more downsampling of the same kind
     takes 7x7 to 4x4 so that the flattened vector is 4*4*64 = 1024 and the 512-unit dense
     layer stays near 0.5M weights (at 7x7 it would be 1.6M and break the 1M budget).
     synchronized: batch statistics over all replicas (MirroredStrategy). bn_scale=False: batch
@@ -53,27 +51,23 @@ def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
         return layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized,
                                          scale=bn_scale, name=name)
 
-    def activation(name):
-        if variant.activation == "relu":
-            return layers.ReLU(name=name)
-        return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=name)
+    activation = LEVELS["activation"][variant.activation].build
+
+    def conv_block(x, filters, name, strides=1, bn_name=None, act_name=None):
+        # no bias: batch norm's beta does its job
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(x)
+        x = batch_norm(bn_name or f"{name}_bn")(x)
+        return activation(act_name or f"{name}_act")(x)
 
     def downsample(x, filters, name):
-        if variant.downsampling == "maxpool":
-            return layers.MaxPooling2D(2, padding="same", name=name)(x)
-        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=name)(x)
-        x = batch_norm(f"{name}_bn")(x)
-        return activation(f"{name}_act")(x)
+        return LEVELS["downsampling"][variant.downsampling].build(x, filters, name, conv_block)
 
     inputs = keras.Input(shape=(28, 28, 1), name="image")
     x, conv = inputs, 0
     for block, filters in enumerate((32, 64), start=1):
         for _ in range(2):
             conv += 1
-            # no bias: batch norm's beta does its job
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{conv}")(x)
-            x = batch_norm(f"bn{conv}")(x)
-            x = activation(f"act{conv}")(x)
+            x = conv_block(x, filters, f"conv{conv}", bn_name=f"bn{conv}", act_name=f"act{conv}")
         x = downsample(x, filters, f"down{block}")  # 28 -> 14 -> 7
         x = layers.Dropout(0.25, name=f"dropout{block}")(x)
     x = downsample(x, 64, "down3")  # 7x7x64 -> 4x4x64

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+import claims
 import factor_analysis as fa
 import lr_tuning
 from data import CLASS_NAMES
 from model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
-from models import DISPLAY, FACTORS
+from levels import DISPLAY, FACTORS
 from report_study import counted, interval, study_sections
 from run_store import (atomic_write, format_seconds, load_figure_data, run_label,
                        settings_of)
@@ -193,7 +194,7 @@ img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:14px;ma
 
 
 def adjusted_effects(ok, factors, metric):
-    """Main effects and interactions of one metric, with Bonferroni intervals over the six."""
+    """Main effects and interactions of one metric, with Bonferroni intervals over all rows."""
     effects, pair_effects = fa.factor_effects(ok, factors, metric), fa.interactions(ok, factors, metric)
     adjusted = fa.family_adjusted(effects + pair_effects)  # read together: family-wise too
     return adjusted[:len(effects)], adjusted[len(effects):]
@@ -208,6 +209,8 @@ def pm(stat, scale=100, digits=2, unit="%"):
 
 
 def verdict(effect):
+    if not np.isfinite(effect["low"]):
+        return "no interval: one seed"
     if effect["family_significant"]:
         return "significant, also after Bonferroni"
     return "significant at 95%, not after Bonferroni" if effect["significant"] else "not significant"
@@ -217,18 +220,19 @@ def effects_table(title, what, effects, pair_effects, display):
     """A (title, intro, header, rows) table of main effects and interactions on one metric."""
     adjusted = effects + pair_effects
     return (title,
-            f"Main effect: mean of the paired differences in {what} (second level minus "
-            "first) over the other two factors and the seeds, with a paired t interval; an "
-            "interaction is the change of the first factor's effect between the levels of the "
-            f"second. The Bonferroni interval is wide enough for all {len(adjusted)} "
-            f"comparisons to hold at once with {fa.CONFIDENCE:.0%} confidence: use it when "
-            "reading the table as a whole.",
+            f"One model for every row: the replicated factorial of the design choices with "
+            f"seeds as blocks (OLS). A main effect is a level's mean {what} minus its factor's "
+            "reference level's, averaged with equal weight over the other choices and the "
+            "seeds; an interaction is how one choice's effect changes between two levels of "
+            "another (zero when effects add up). Intervals use the model's residual "
+            f"variance; the Bonferroni interval is wide enough for all {len(adjusted)} rows to "
+            f"hold at once with {fa.CONFIDENCE:.0%} confidence: use it when reading the table "
+            "as a whole.",
             ["comparison", "effect (pp)", f"{fa.CONFIDENCE:.0%} interval (pp)",
-             f"Bonferroni interval (x{len(adjusted)})", "pairs", "verdict"],
-            [[(f"{display[e['second']]} vs {display[e['first']]}" if "by" not in e
-               else f"{e['factor']} x {e['by']} (interaction)"), f"{100 * e['effect']:+.2f}",
-              interval(e["low"], e["high"]), interval(e["family_low"], e["family_high"]),
-              str(e["n"]), verdict(e)]
+             f"Bonferroni interval (x{len(adjusted)})", "residual df", "verdict"],
+            [[fa.comparison_label(e, display) + (" (interaction)" if "by" in e else ""),
+              f"{100 * e['effect']:+.2f}", interval(e["low"], e["high"]),
+              interval(e["family_low"], e["family_high"]), f"{e['df']:.0f}", verdict(e)]
              for e in adjusted])
 
 
@@ -379,7 +383,10 @@ def write_report(output_dir, runs, x_test, progress=None):
     """
     output_dir, class_names, factors, display = Path(output_dir), CLASS_NAMES, FACTORS, DISPLAY
     # runs recorded before the convergence measures existed: the same, from their history
-    every_run = [{**fa.convergence_measures(r.get("history") or []), **r} for r in runs]
+    every_run = [{**fa.convergence_measures(r.get("history") or []), **r,
+                  "val_accuracy_early": claims.early_accuracy(
+                      r.get("history"), r.get("settings", {}).get("warmup_epochs", 1))}
+                 for r in runs]
     runs = lr_tuning.tuned_runs(every_run)
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
@@ -454,10 +461,11 @@ def write_report(output_dir, runs, x_test, progress=None):
             plot_factor_effects(effects, pair_effects, points, output_dir / "factor_effects.png",
                                 display),
             f"Left: the effect of each design choice on test accuracy with its {fa.CONFIDENCE:.0%} "
-            "paired t interval (red where the interval excludes zero). Right: each variant's "
+            "interval from the factorial model (red where the interval excludes zero). Right: each variant's "
             "test accuracy per seed (points) with its mean and interval."))
     effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
-    claims_table, study_parts = study_sections(every_run, runs, factors, output_dir, display)
+    (claims_table, claims_figures), study_parts = study_sections(every_run, runs, factors,
+                                                                 output_dir, display)
 
     warnings = [w for w in (progress_warning(progress), smoke_check_warning(best.get("settings", {})))
                 if w]
@@ -466,7 +474,8 @@ def write_report(output_dir, runs, x_test, progress=None):
             f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
             f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(every_run)]),
         # the answers first (claims, accuracy, effects), then what they rest on, then reference
-        *([table_section(claims_table)] if claims_table else []),
+        *([dataclasses.replace(table_section(claims_table), figures=claims_figures)]
+          if claims_table else []),
         *[table_section(t) for t in tables[:-1]],  # variants over seeds, factor effects
         *([Section("What the data support", bullets=effect_lines)] if effect_lines else []),
         *[dataclasses.replace(table_section(t), figures=f) for t, f in study_parts],
@@ -485,7 +494,8 @@ def write_report(output_dir, runs, x_test, progress=None):
                  Section("Figures", figures=figures)]
     atomic_write(output_dir / "summary.md", to_markdown(sections))
     atomic_write(output_dir / "report.html", to_html(sections, "Fashion-MNIST CNN lab"))
-    return [p for p, _ in figures + beyond_figures + [f for _, fs in study_parts for f in fs]]
+    return [p for p, _ in figures + beyond_figures + claims_figures
+            + [f for _, fs in study_parts for f in fs]]
 
 
 def figure_html(path, caption):

@@ -12,7 +12,7 @@ import claims
 import factor_analysis as fa
 import lr_tuning
 from model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
-from visualization_utils import plot_dying_units, plot_lr_sensitivity, variant_label
+from visualization_utils import plot_claims, plot_dying_units, plot_lr_sensitivity, variant_label
 
 
 def interval(low, high, scale=100):
@@ -20,34 +20,53 @@ def interval(low, high, scale=100):
     return f"[{scale * low:+.2f}, {scale * high:+.2f}]" if np.isfinite(low) else "n/a"
 
 
-def claims_section(tuned, factors, sensitivity):
-    """The claims table, or None when no claim can be tested (a single variant)."""
-    rows = claims.claims_table(tuned, factors, sensitivity)
-    tested = [r for r in rows if not r.get("exact")]
-    if not tested:
-        return None
-    family = tested[0]["family_size"]
+def claims_section(tuned, factors, sensitivity, output_dir):
+    """(table, [claims.png]) of the claims, or (None, []) when no claim can be tested."""
+    rows = claims.claims_table(tuned, sensitivity)
+    tested = [r for r in rows if r.get("modelled")]
+    if not [r for r in rows if not r.get("exact")]:
+        return None, []
+    family = len(tested)
     body = []
     for r in rows:
-        if r.get("exact"):
-            body.append([r["claim"], r["measure"], f"{r['effect']:+,.0f}", "exact", "exact", "–",
-                         r["verdict"]])
-            continue
         s = r["scale"]
+        if r.get("exact"):
+            effect = ("–" if "effect" not in r else f"{r['effect']:+,.0f}" if s == 1
+                      else f"{s * r['effect']:.2f}")
+            body.append([r["claim"], r["measure"], effect, "–", "–", "–", r["verdict"]])
+            continue
+        fw = interval(r["family_low"], r["family_high"], s) if r.get("modelled") else "n/a"
         body.append([r["claim"], r["measure"], f"{s * r['effect']:+.2f}",
-                     interval(r["low"], r["high"], s),
-                     interval(r["family_low"], r["family_high"], s), str(r["n"]), r["verdict"]])
+                     interval(r["low"], r["high"], s), fw, f"±{s * r['smallest']:g}", r["verdict"]])
+    used = claims.seed_level_runs(tuned)
+    seeds = sorted({r["seed"] for r in used})
     where = ("each variant at its tuned peak learning rate (chosen on validation)"
              if sensitivity else "the recipe's peak learning rates")
-    intro = (f"Each claim tested on one measure, on the runs of {where}. The effect is signed "
-             "so that a positive value is what the claim says, and paired: one difference per "
-             "combination of the other two design choices and seed. Verdict from the "
-             f"Bonferroni interval over the {family} tested claims (all hold at once with 95% "
-             "confidence): supported above zero, contradicted below; otherwise the smallest "
-             "effect this design would detect (80% power) is given.")
-    return ("The classic claims, tested", intro,
-            ["claim", "measure", "effect", "95% interval", f"Bonferroni (x{family})", "pairs",
-             "verdict"], body)
+    extra = len(claims.seed_level_runs(tuned)) < len([r for r in tuned if r["status"] == "ok"])
+    intro = (f"Each claim is one contrast of the replicated factorial model (the seed's two "
+             f"levels of each choice, seeds as blocks, OLS), on the {len(used)} runs of {where}"
+             f" with seeds {', '.join(map(str, seeds))}"
+             + (" (the grid's other levels are left out of the claims)" if extra else "") +
+             ". The effect is signed so that a positive value is what the claim says, averaged "
+             "over the other two choices; its 95% interval uses the model's residual variance, "
+             f"the Bonferroni interval holds for all {family} tested claims at once. "
+             "Verdicts: " + "; ".join(f"*{k}*: {v}" for k, v in claims.VERDICTS.items()) +
+             ". Where the effect differs between the contexts beyond noise (the interaction's "
+             "F test at the family-wise level) the verdict says on what it depends. "
+             "Why each measure: " + " ".join(f"{r['claim'].split('.')[0]}: {r['why']}."
+                                            for r in rows))
+    table = ("The classic claims, tested", intro,
+             ["claim", "measure", "effect", "95% interval", f"Bonferroni (x{family})",
+              "smallest effect of interest", "verdict"], body)
+    if not tested:
+        return table, []
+    figure = (plot_claims(rows, output_dir / "claims.png"),
+              "Each tested claim's effect in every context (the combination of the other two "
+              "choices; thin lines: 95% intervals from the model) and averaged over them "
+              "(black, with the Bonferroni interval as a thick bar); the grey band is +- the "
+              "smallest effect of interest, the dashed line zero. Right of zero is what the "
+              "claim says.")
+    return table, [figure]
 
 
 def counted(n, noun):
@@ -141,17 +160,18 @@ def speed_and_gap_section(tuned, factors, display):
     body = []
     for metric, what, scale, unit in SPEED_AND_GAP:
         for e in fa.factor_effects(tuned, factors, metric):
-            body.append([what, f"{display[e['second']]} vs {display[e['first']]}",
+            body.append([what, fa.comparison_label(e, display),
                          f"{scale * e['effect']:+.2f} {unit}", interval(e["low"], e["high"], scale),
-                         str(e["n"])])
+                         f"{e['df']:.0f}"])
     if not body:
         return None
     return ("Convergence and generalisation: factor effects",
-            "Paired main effects (second level minus first, over the other two factors and the "
-            "seeds, 95% t interval) on how fast validation accuracy rises and on the gap "
-            "between the training set (10,000 images, scored like the test set) and the test "
-            "set. A run that never reached a level leaves its pairs out of that row.",
-            ["measure", "comparison", "effect", "95% interval", "pairs"], body)
+            "Main effects from the factorial model with seed blocks (a level minus its "
+            "factor's reference, averaged over the other choices; 95% interval) on how fast "
+            "validation accuracy rises and on the gap between the training set (10,000 images, "
+            "scored like the test set) and the test set. A run that never reached a level "
+            "leaves the model without that cell: then no interval.",
+            ["measure", "comparison", "effect", "95% interval", "residual df"], body)
 
 
 def study_sections(runs, tuned, factors, output_dir, display):
@@ -168,4 +188,4 @@ def study_sections(runs, tuned, factors, output_dir, display):
     table = speed_and_gap_section(tuned, factors, display)
     if table:
         parts.append((table, []))
-    return claims_section(tuned, factors, sensitivity), parts
+    return claims_section(tuned, factors, sensitivity, output_dir), parts

@@ -337,6 +337,12 @@ def shard_from_environment(shard, shard_count, environ):
 
 # ----------------------------------------------------------------------------- one run's folder
 
+def folder_precisions(output_dir):
+    """The precisions (dtype policies) of the runs, finished or not, in output_dir."""
+    return {json.loads(path.read_text()).get("precision", "float32")
+            for path in Path(output_dir).glob(f"runs/*/seed*/{SETTINGS}")}
+
+
 def runs_to_do(planned, output_dir, settings, fresh):
     """Which of the planned (variant, seed, lr multiplier) runs to train: ([(variant, seed,
     multiplier, run_dir)], [(variant, seed, multiplier, status)] of those skipped as

@@ -25,8 +25,10 @@ import model_analysis
 import run_store
 import tensorboard_hparams
 from data import CLASS_NAMES, SPLIT_SIZES, make_dataset
+from errors import UsageError
 from factor_analysis import convergence_measures
-from models import FACTORS, build_model, downsampling_params, trainable_params
+from levels import FACTORS, LEVELS
+from models import build_model, downsampling_params, trainable_params
 from training_callbacks import (EpochTimer, KeepBestCheckpointOnly, Lookahead,
                                 NeverPositiveUnits, RecomputeBatchNormStatistics)
 
@@ -62,7 +64,9 @@ class Recipe:
                                        "(validation from it)", type=positive_int, metavar="N")
     val_fraction: float = setting(0.1, "held-out validation share", type=float)
     precision: str = setting(  # stored resolved: "auto" never reaches settings.json
-        "float32", "Keras dtype policy; auto: mixed_float16 on a GPU, float32 on a CPU",
+        "float32", "Keras dtype policy; auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU "
+                   "with native bfloat16 (AMX or AVX512-BF16), else float32; a folder keeps the "
+                   "precision of the runs already in it",
         cli_default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"])
     tta: bool = setting(True, "no horizontal-flip averaging at test time",
                         flag="--no-tta", action="store_false")
@@ -149,10 +153,11 @@ class Recipe:
             raise ValueError(problems[0])
 
     @classmethod
-    def from_args(cls, args, replicas=1):
-        """The recipe the command line asks for on `replicas` devices: precision "auto",
-        --scale-with-replicas and --lr-scale resolved here, once, for every caller."""
-        derived = {"precision": resolve_precision(args.precision),
+    def from_args(cls, args, replicas=1, precision=None):
+        """The recipe the command line asks for on `replicas` devices: --scale-with-replicas and
+        --lr-scale resolved here, once, for every caller; precision as resolved by the caller
+        (grid_precision), else --precision on this machine."""
+        derived = {"precision": precision or resolve_precision(args.precision)[0],
                    "replica_scaling": replicas if args.scale_with_replicas else 1,
                    "adam_peak_lr": args.adam_peak_lr * args.lr_scale,
                    "sgd_peak_lr": args.sgd_peak_lr * args.lr_scale}
@@ -178,9 +183,28 @@ def gpus():
 
 
 def resolve_precision(precision):
+    """The dtype policy --precision asks for on this machine, and why."""
     if precision == "auto":
-        precision = "mixed_float16" if gpus() else "float32"
-    return precision
+        return environment.auto_precision(len(gpus()), environment.cpu_flags())
+    return precision, "--precision"
+
+
+def grid_precision(requested, output_dir):
+    """(policy, why) of the runs to train into output_dir. One folder is one experiment, in
+    one precision: auto keeps the precision of the runs already there (a grid resumed on a
+    machine where auto would resolve otherwise), and another explicit precision is refused."""
+    found = run_store.folder_precisions(output_dir)
+    if len(found) > 1:
+        raise UsageError(f"{output_dir} holds runs in {' and '.join(sorted(found))}: one folder, "
+                         "one precision; move one set to another --output-dir")
+    if requested == "auto" and found:
+        return next(iter(found)), f"auto: kept from the runs already in {output_dir}"
+    precision, why = resolve_precision(requested)
+    if found and precision not in found:
+        raise UsageError(f"{output_dir} holds runs in {next(iter(found))}; one folder, one "
+                         f"precision: use --precision {next(iter(found))} (or auto), or another "
+                         "--output-dir")
+    return precision, why
 
 
 def distribution_strategy(distribute, logical_cpus=None):
@@ -207,10 +231,7 @@ def make_optimizer(variant, steps_per_epoch, recipe, lr_multiplier=1.0):
         initial_learning_rate=0.0 if warmup else peak, warmup_target=peak if warmup else None,
         warmup_steps=warmup, decay_steps=max(total_steps - warmup, 1))
     averaging = dict(use_ema=True, ema_momentum=recipe.ema) if recipe.ema else {}
-    if variant.optimizer == "adam":
-        return keras.optimizers.AdamW(schedule, weight_decay=recipe.adamw_weight_decay, **averaging)
-    return keras.optimizers.SGD(schedule, momentum=recipe.sgd_momentum, nesterov=True,
-                                weight_decay=recipe.sgd_weight_decay, **averaging)
+    return LEVELS["optimizer"][variant.optimizer].build(schedule, recipe, averaging)
 
 
 def start_run(seed, precision):
@@ -283,10 +304,12 @@ def training_callbacks(run_dir, recipe, x_train, best_so_far, x_probe):
     ]
 
 
-def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multiplier=1.0):
+def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multiplier=1.0,
+                       precision_reason=""):
     """Train one run (resuming if it was interrupted), evaluate it, save everything; returns
     its record (what metrics.json holds). lr_multiplier: the run's point on the learning-rate
-    axis (its peak is the recipe's x lr_multiplier); the recipe is the grid's."""
+    axis (its peak is the recipe's x lr_multiplier); the recipe is the grid's;
+    precision_reason: why the grid trains in recipe.precision (its environment block)."""
     start_run(seed, recipe.precision)
     run_store.start_run_folder(run_dir, dataclasses.asdict(recipe))
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data["train"], data["val"], data["test"]
@@ -325,7 +348,7 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
               "peak_lr": recipe.peak_lr(variant.optimizer) * lr_multiplier,
               "settings": dataclasses.asdict(recipe),
               "environment": environment.describe(tf, keras, strategy, recipe.precision,
-                                                  model.jit_compile),  # "auto" as resolved
+                                                  model.jit_compile, precision_reason),
               "trainable_params": trainable_params(model),
               "downsampling_params": downsampling_params(model),
               "epochs_run": len(history),

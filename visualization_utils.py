@@ -9,6 +9,8 @@ this file in the PNG's metadata). The report is redrawn after every run of a gri
 its figures (the best run's five) stay the same from one run to the next.
 """
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")  # no screen needed; must come before pyplot
@@ -19,13 +21,16 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 import factor_analysis as fa  # noqa: E402
 from figure_cache import drawn_only_when_changed, save_figure  # noqa: E402
+from levels import DISPLAY, LEVELS, level_order  # noqa: E402
 from run_store import run_label  # noqa: E402
 
-# Eight curves stay apart by encoding the three factors, not by eight arbitrary colours.
-OPTIMIZER_COLOR = {"adam": "#1f77b4", "sgd": "#d62728"}
-DOWNSAMPLING_LINESTYLE = {"maxpool": "-", "strided": "--"}
-ACTIVATION_MARKER = {"relu": "o", "leakyrelu": "^"}
-LEVEL_NAME = {"relu": "ReLU", "leakyrelu": "LeakyReLU", "adam": "Adam", "sgd": "SGD"}
+# Curves stay apart by encoding the three factors, not by arbitrary colours: every level's
+# style is in its registry entry (levels.py): optimizer = colour, downsampling = line style,
+# activation = marker. A level added there is drawn like the others.
+OPTIMIZER_COLOR = {name: level.style for name, level in LEVELS["optimizer"].items()}
+DOWNSAMPLING_LINESTYLE = {name: level.style for name, level in LEVELS["downsampling"].items()}
+ACTIVATION_MARKER = {name: level.style for name, level in LEVELS["activation"].items()}
+LEVEL_NAME = DISPLAY
 
 
 def variant_label(run):
@@ -460,7 +465,7 @@ def plot_dying_units(curves, path, probe_images):
             color = OPTIMIZER_COLOR[optimizer]
             ax.plot(epochs, mean, marker=ACTIVATION_MARKER[activation], markersize=4,
                     color=color, linewidth=1.4,
-                    markerfacecolor=color if activation == "relu" else "white",
+                    markerfacecolor=color if level_order("activation", activation) == 0 else "white",
                     label=f"{LEVEL_NAME[activation]} · {LEVEL_NAME[optimizer]}")
             ax.fill_between(epochs, low, high, color=color, alpha=0.12, linewidth=0)
         ax.set_title(f"after {layer.replace('_act', '').replace('act', 'conv')}", fontsize=11)
@@ -473,4 +478,43 @@ def plot_dying_units(curves, path, probe_images):
     fig.suptitle("Dying units: share of channels (conv) or neurons (dense) never positive on "
                  f"{probe_images:,} validation images (line: mean over runs, band: their range)",
                  fontsize=11)
+    return save_figure(fig, path)
+
+
+@drawn_only_when_changed
+def plot_claims(entries, path):
+    """A forest plot: one block per tested claim, its effect in each context (95% interval)
+    and averaged over them (Bonferroni interval, thick), a zero line and the band of +- the
+    smallest effect of interest; each block on its own scale (claims differ in unit).
+
+    entries: claims.claims_table rows with modelled intervals (effect, low, high, family_low,
+    family_high, smallest, scale, contexts [{label, effect, low, high}]).
+    """
+    tested = [e for e in entries if e.get("modelled")]
+    fig, axes = plt.subplots(len(tested), 1, figsize=(9, 1.0 + 1.55 * len(tested)),
+                             layout="constrained", squeeze=False)
+    for ax, e in zip(axes[:, 0], tested):
+        s = e["scale"]
+        rows = [(c["label"], c["effect"], c["low"], c["high"], False) for c in e["contexts"]]
+        rows.append(("average", e["effect"], e["family_low"], e["family_high"], True))
+        ys = np.arange(len(rows))[::-1]
+        ax.axvspan(-s * e["smallest"], s * e["smallest"], color="#bbbbbb", alpha=0.35,
+                   linewidth=0)
+        ax.axvline(0, color="#555555", linestyle="--", linewidth=1)
+        for y, (label, effect, low, high, average) in zip(ys, rows):
+            color = "black" if average else "#1f77b4"
+            if np.isfinite(low):
+                ax.plot([s * low, s * high], [y, y], color=color, linewidth=3.2 if average else 1.4)
+                if average:
+                    ax.plot([s * e["low"], s * e["high"]], [y, y], color="#ff7f0e", linewidth=1.4)
+            ax.plot(s * effect, y, "D" if average else "o", color=color, markersize=6 if average else 4)
+        ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
+        ax.set_title(e["claim"], fontsize=9.5, loc="left", fontweight="bold")
+        ax.set_xlabel(textwrap.shorten(e["measure"], 110, placeholder="..."), fontsize=8.5)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle("The claims in every context; right of zero is what the claim says\n"
+                 "blue: each context's effect, 95% interval; black: the average, Bonferroni "
+                 "interval (orange: its 95%); grey: +- the smallest effect of interest",
+                 fontsize=9.5)
     return save_figure(fig, path)

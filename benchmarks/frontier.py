@@ -44,9 +44,9 @@ def parse_args():
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "frontier-runs")
     p.add_argument("--runs-at", type=budget_and_folder, nargs="*", default=[], metavar="N=DIR",
                    help="take budget N's runs from this ablation folder instead (already run)")
-    p.add_argument("--reference", type=Path, required=True,
-                   help="a grid folder whose runs are the reference (the 12-epoch recipe's: "
-                        "docs/ at commit 4be691c)")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="a grid folder whose runs are a reference row (e.g. the 12-epoch "
+                        "recipe's: docs/ at commit 4be691c)")
     p.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "frontier.md")
     p.add_argument("--table-only", action="store_true", help="no training, only the table")
     return p.parse_args()
@@ -80,14 +80,16 @@ def cell(found):
 def table(args):
     lines = [f"Configuration `{args.config}`: validation accuracy (%) of the best epoch against "
              f"the epoch budget, seeds {', '.join(map(str, args.seeds))} (mean in bold); "
-             f"reference: the runs in `{args.reference.name}/runs/` (the 12-epoch recipe); "
+             + (f"reference: the runs in `{args.reference.name}/runs/` (the 12-epoch recipe); "
+                if args.reference else "") +
              f"s/epoch: mean wall seconds per epoch on the machine as it was (a rough cost).",
              "", "| variant | epochs | " + " | ".join(f"seed {s}" for s in args.seeds) +
              " | mean | s/epoch |", "|---|---:|" + "---:|" * (len(args.seeds) + 2)]
     for variant in VARIANTS:
         rows = [(f"{epochs}", [finished_ok(folder_for(args, epochs) / args.config, variant, s)
                                for s in args.seeds]) for epochs in args.epochs]
-        reference = [finished_ok(args.reference, variant, s) for s in args.seeds]
+        reference = [finished_ok(args.reference, variant, s) for s in args.seeds
+                     ] if args.reference else [None]
         if all(reference):
             rows.append((f"{reference[0]['epochs_run']}, reference recipe", reference))
         name = next((f["name"] for _, found in rows for f in found if f), "/".join(variant))

@@ -12,20 +12,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# Every shared run pins float32: --precision auto picks bfloat16 on CPUs that have it, and the
+# suite must give the same numbers on every machine (the precision choice has tests of its own).
 # The shared grid: 2 variants x 2 seeds, 576 training images, 2 epochs, scored on the first
 # 1,024 test images. Small, but every output of a real grid, the multi-seed statistics too.
 # Sizes are whole batches: a last, smaller batch would make Keras trace each step again.
-TINY_GRID = ["--subset", "640", "--test-images", "1024", "--shift-images", "512", "--epochs", "2",
-             "--batch-size", "64", "--activation", "relu", "--downsampling", "maxpool", "strided",
+TINY_GRID = ["--precision", "float32", "--subset", "640", "--test-images", "1024",
+             "--shift-images", "512", "--epochs", "2", "--batch-size", "64", "--activation", "relu", "--downsampling", "maxpool", "strided",
              "--optimizer", "adam", "--seeds", "0", "1"]
 TINY_NAMES = ["CNN_ReLU_MaxPool_Adam", "CNN_ReLU_Strided_Adam"]
 # One variant, 2,304 training images, 2 epochs (72 steps): long enough to learn (~70%).
-SHORT_RUN = ["--subset", "2560", "--test-images", "1024", "--shift-images", "100", "--epochs", "2",
-             "--batch-size", "64", "--no-tta", "--no-report", "--activation", "relu",
+SHORT_RUN = ["--precision", "float32", "--subset", "2560", "--test-images", "1024",
+             "--shift-images", "100", "--epochs", "2", "--batch-size", "64", "--no-tta", "--no-report", "--activation", "relu",
              "--downsampling", "maxpool", "--optimizer", "adam"]
 # The job-array grid: 2 variants x 2 seeds, bit-deterministic, for two worker processes.
-WORKER_GRID = ["--subset", "320", "--test-images", "512", "--shift-images", "100", "--epochs", "1",
-               "--batch-size", "32", "--no-tta", "--deterministic", "--activation", "relu",
+WORKER_GRID = ["--precision", "float32", "--subset", "320", "--test-images", "512",
+               "--shift-images", "100", "--epochs", "1", "--batch-size", "32", "--no-tta", "--deterministic", "--activation", "relu",
                "leakyrelu", "--downsampling", "strided", "--optimizer", "sgd", "--seeds", "0", "1"]
 
 

@@ -119,46 +119,103 @@ def claim(rows, number):
 
 
 def test_claims_table_verdicts():
-    # max pooling 1 pp ahead, clearly: claim 3 supported, its effect as the claim signs it
+    # max pooling 1 pp ahead, clearly: claim 3a supported, its effect as the claim signs it
     rows = claims.claims_table(factorial_runs("test_accuracy",
-                                              lambda v: 0.01 * (v.downsampling == "maxpool")),
-                               FACTORS)
-    three = claim(rows, "3.")
+                                              lambda v: 0.01 * (v.downsampling == "maxpool")))
+    three = claim(rows, "3a.")
     assert three["verdict"] == "supported" and three["effect"] == pytest.approx(0.01, abs=0.002)
-    assert three["n"] == 12 and three["family_low"] < three["low"]  # 4 cells x 3 seeds
+    assert three["df"] == 14 and three["family_low"] < three["low"]  # 7 x (3 seeds - 1)
+    assert [c["label"] for c in three["contexts"]] == ["ReLU, Adam", "ReLU, SGD",
+                                                        "LeakyReLU, Adam", "LeakyReLU, SGD"]
     # SGD 1 pp behind Adam: claim 6a ("SGD generalises better") contradicted
-    rows = claims.claims_table(factorial_runs("test_accuracy",
-                                              lambda v: -0.01 * (v.optimizer == "sgd")), FACTORS)
+    rows = claims.claims_table(factorial_runs("test_accuracy", lambda v: -0.01 * (v.optimizer == "sgd")))
     assert claim(rows, "6a.")["verdict"] == "contradicted"
-    # no effect and much noise: not detectable, with the smallest effect the design detects
-    rows = claims.claims_table(factorial_runs("test_accuracy", lambda v: 0.0, noise=0.01), FACTORS)
-    three = claim(rows, "3.")
-    assert three["verdict"].startswith("not detectable") and three["detectable"] > 0.5
+    # no effect, little noise: the Bonferroni interval inside +-0.2 pp
+    rows = claims.claims_table(factorial_runs("test_accuracy", lambda v: 0.0, noise=0.0002))
+    assert claim(rows, "3a.")["verdict"] == "no practical effect (within ±0.2 pp)"
+    # no effect and much noise: inconclusive, with what the design detects and the seeds needed
+    rows = claims.claims_table(factorial_runs("test_accuracy", lambda v: 0.0, noise=0.01))
+    three = claim(rows, "3a.")
+    assert three["verdict"].startswith("inconclusive (this design detects ±")
+    assert "seeds would" in three["verdict"] or "more than 50 seeds" in three["verdict"]
     four = claim(rows, "4.")
-    assert four["effect"] == 83_264 and four["verdict"].startswith("supported (exact")
+    assert four["effect"] == 83_264 and four["verdict"].startswith("supported (exact: +83,264 "
+                                                                   "parameters, +13.9% over")
+    # one seed: effects without intervals, no verdict, and what a verdict needs
+    rows = claims.claims_table(factorial_runs("test_accuracy", lambda v: 0.01 * (v.downsampling == "maxpool"),
+                                              seeds=[0]))
+    three = claim(rows, "3a.")
+    assert three["verdict"] == claims.NO_VERDICT and "--seeds 0 1 2" in three["verdict"]
+    assert three["effect"] == pytest.approx(0.01, abs=0.003) and np.isnan(three["low"])
 
     # every measure recorded: the claims in their own order (5b needs a sweep)...
     runs = factorial_runs("test_accuracy", lambda v: 0.0, noise=0.01)
-    for name in ("val_accuracy_epoch1", "never_positive_units", "generalization_gap"):
+    for name in ("val_accuracy_early", "never_positive_units", "generalization_gap", "shift_consistency"):
         for run, other in zip(runs, factorial_runs(name, lambda v: 0.0, noise=0.01)):
             run[name] = other[name]
-    assert [r["claim"][:3] for r in claims.claims_table(runs, FACTORS)] == [
-        "1. ", "2. ", "3. ", "4. ", "5a.", "6a.", "6b."]
+    assert [r["claim"][:3] for r in claims.claims_table(runs)] == [
+        "1. ", "2a.", "2b.", "2c.", "3a.", "3b.", "4. ", "5a.", "6a.", "6b."]
     # ...also where one activation ran: no activation claim, the rest in order
     relu_only = [r for r in runs if r["activation"] == "relu"]
-    assert [r["claim"][:3] for r in claims.claims_table(relu_only, FACTORS)] == [
-        "3. ", "4. ", "5a.", "6a.", "6b."]
+    assert [r["claim"][:3] for r in claims.claims_table(relu_only)] == [
+        "2a.", "3a.", "3b.", "4. ", "5a.", "6a.", "6b."]
+    # a third level (GELU) is left out of the claims: the same table as without it
+    gelu = [{**r, "activation": "gelu", "name": r["name"].replace("LeakyReLU", "GELU")}
+            for r in runs if r["activation"] == "leakyrelu"]
+    with_gelu = claims.claims_table(runs + gelu)
+    assert [r["effect"] for r in with_gelu if "effect" in r] == pytest.approx(
+        [r["effect"] for r in claims.claims_table(runs) if "effect" in r])
 
 
-def test_smallest_detectable_effect_matches_the_t_test_it_stands_for():
-    """At the smallest detectable effect, a paired t test with the same spread has 80% power."""
+def test_dying_units_depend_on_the_context_and_the_verdict_says_on_what():
+    dead = {("maxpool", "adam"): 0.40, ("maxpool", "sgd"): 0.10, ("strided", "adam"): 0.10,
+            ("strided", "sgd"): 0.0}
+    runs = factorial_runs("never_positive_units",
+                          lambda v: -0.9 + (dead[(v.downsampling, v.optimizer)]
+                                            if v.activation == "relu" else 0.0), noise=0.002)
+    two = claim(claims.claims_table(runs), "2a.")
+    assert two["effect"] == pytest.approx(0.15, abs=0.003) and two["verdict"].startswith("supported")
+    assert "depends on the context" in two["verdict"] and "with MaxPool, Adam" in two["verdict"]
+    assert claim(claims.claims_table(runs), "2b.")["verdict"].startswith("true by construction")
+
+
+@pytest.mark.parametrize("low, high, fw_low, fw_high, expected", [
+    (0.001, 0.004, -0.001, 0.006, "leans for"),
+    (-0.004, -0.001, -0.006, 0.001, "leans against"),
+    (0.0005, 0.0015, -0.0005, 0.0018, "no practical effect (within ±0.2 pp); leans for"),
+    (-0.004, 0.004, -0.006, 0.006, "inconclusive (this design detects"),
+])
+def test_every_verdict_word_from_its_intervals(low, high, fw_low, fw_high, expected):
+    entry = {"modelled": True, "low": low, "high": high, "family_low": fw_low,
+             "family_high": fw_high, "effect": (low + high) / 2, "se": (high - low) / 4.3,
+             "df": 14.0, "seeds": 3, "cells": 8, "scale": 100, "smallest": 0.002,
+             "heterogeneity_p": 0.5, "contexts": []}
+    assert claims.verdict(entry, 0.05 / 8).startswith(expected)
+
+
+def test_detectable_effect_has_the_power_it_claims():
+    """At the a-priori detectable effect the t test on the model's df has 80% power; more
+    seeds shrink the standard error, and seeds_needed finds where +-0.2 pp is reached."""
     from scipy import stats
 
-    sd, n, alpha = 0.01, 12, 0.05 / 7
-    effect = claims.smallest_detectable(sd, n, alpha)
-    noncentral = effect / (sd / math.sqrt(n))
-    power = 1 - stats.nct.cdf(stats.t.ppf(1 - alpha / 2, n - 1), n - 1, noncentral)
-    assert power == pytest.approx(0.8, abs=0.02)
+    import factorial
+
+    se, df, alpha = 0.001, 14, 0.05 / 8
+    effect = factorial.detectable_effect(se, df, alpha)
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    power = stats.nct.sf(critical, df, effect / se) + stats.nct.cdf(-critical, df, effect / se)
+    assert power == pytest.approx(0.8, abs=1e-3)
+    needed = factorial.seeds_needed({"se": se, "df": df}, 3, 8, 0.002, alpha)
+    assert needed > 3
+    assert factorial.power(0.002, se * math.sqrt(3 / needed), 7 * (needed - 1), alpha) >= 0.8
+    assert factorial.power(0.002, se * math.sqrt(3 / (needed - 1)), 7 * (needed - 2), alpha) < 0.8
+
+
+def test_early_accuracy_skips_the_warm_up():
+    history = [{"val_accuracy": v} for v in (0.5, 0.8, 0.85, 0.9, 0.91, 0.92, 0.93, 0.94)]
+    assert claims.early_accuracy(history, warmup_epochs=1) == pytest.approx((0.8 + 0.85 + 0.9) / 3)
+    assert claims.early_accuracy(history[:2]) == pytest.approx(0.8)
+    assert claims.early_accuracy([]) is None
 
 
 def test_dying_curves_group_by_activation_and_optimizer():
@@ -178,9 +235,10 @@ def test_dying_curves_group_by_activation_and_optimizer():
     assert list(curves[("leakyrelu", "sgd")]["b"][0]) == [0.0, 0.0]
 
 
-def test_little_tuning_claim_reads_the_sweep_widths_and_their_bounds():
-    """5b pairs each Adam variant's width (doublings within 0.5 pp of its best) with its SGD
-    twin's; a width is a lower bound where the sweep ended inside the band."""
+def test_little_tuning_claim_reads_only_bounded_widths():
+    """5b compares each Adam variant's width (doublings within 0.5 pp of its best) with its SGD
+    twin's over the four contexts; a censored width (the sweep ended inside the band) is a
+    lower bound and gives no number."""
     runs = factorial_runs("test_accuracy", lambda v: 0.0)
     names = sorted({r["name"] for r in runs})
     widths = {n: (2.0 if n.endswith("Adam") else 1.0) + 0.05 * i for i, n in enumerate(names)}
@@ -188,10 +246,11 @@ def test_little_tuning_claim_reads_the_sweep_widths_and_their_bounds():
     def five_b(censored):
         sensitivity = [{"name": n, "width": w, "width_censored": n in censored}
                        for n, w in widths.items()]
-        return claim(claims.claims_table(runs, FACTORS, sensitivity), "5b.")
+        return claim(claims.claims_table(runs, sensitivity), "5b.")
 
     clear = five_b(censored=set())
-    assert clear["n"] == 4 and clear["effect"] == pytest.approx(1.0, abs=0.2)
-    assert clear["verdict"] == "supported"
-    assert five_b(censored=set(names[:2]))["verdict"] == "supported (2 of 8 widths are lower bounds)"
-    assert five_b(censored=set(names))["verdict"].startswith("not measurable with this sweep")
+    assert clear["df"] == 3 and clear["effect"] == pytest.approx(1.0, abs=0.2)
+    assert clear["verdict"].startswith("supported")
+    blind = five_b(censored=set(names))
+    assert blind["verdict"].startswith("not measured: 8 of 8 widths are lower bounds")
+    assert "effect" not in blind and not blind["modelled"]

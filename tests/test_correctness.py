@@ -46,7 +46,7 @@ def test_mixed_precision_is_what_every_run_trains_with(tmp_path, capsys):
                     "--precision", "mixed_bfloat16", "--no-report",
                     "--no-tta", "--activation", "relu", "--downsampling", "maxpool", "strided",
                     "--optimizer", "adam", "--output-dir", str(out)]) == 0
-    assert "mixed_bfloat16, XLA off" in capsys.readouterr().out
+    assert "mixed_bfloat16 (--precision), XLA off" in capsys.readouterr().out
     for name in ("CNN_ReLU_MaxPool_Adam", "CNN_ReLU_Strided_Adam"):
         run = Path("runs") / name / "seed0"
         model = keras.models.load_model(out / run / "model.keras")
@@ -55,6 +55,53 @@ def test_mixed_precision_is_what_every_run_trains_with(tmp_path, capsys):
         assert model.get_layer("softmax").dtype_policy.name == "float32"
         record = metrics(out, run)
         assert record["settings"]["precision"] == record["environment"]["precision"] == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("gpus, flags, expected", [
+    (0, {"fpu", "avx2", "amx_bf16", "amx_tile", "avx512_bf16"}, ("mixed_bfloat16", "amx_bf16")),
+    (0, {"avx512f", "avx512_bf16"}, ("mixed_bfloat16", "avx512_bf16")),  # AMD Zen 4
+    (0, {"avx2", "avx512f"}, ("float32", "no native bfloat16")),  # bfloat16 only emulated
+    (0, set(), ("float32", "no native bfloat16")),  # no /proc/cpuinfo (macOS, Windows)
+    (1, {"amx_bf16"}, ("mixed_float16", "a GPU")),
+])
+def test_auto_precision_follows_the_hardware(gpus, flags, expected):
+    policy, why = environment.auto_precision(gpus, frozenset(flags))
+    assert policy == expected[0] and why.startswith("auto: ") and expected[1] in why
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx512_bf16 amx_bf16\n")
+    assert environment.cpu_flags(cpuinfo) == {"fpu", "avx512_bf16", "amx_bf16"}
+    assert environment.cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_a_folder_keeps_one_precision(tmp_path, monkeypatch):
+    """auto resolves per machine; a grid resumed elsewhere keeps its folder's precision, and
+    an explicit other precision is refused in one line."""
+    monkeypatch.setattr(training, "resolve_precision", lambda p: (
+        ("float32", "auto: the CPU has no native bfloat16") if p == "auto" else (p, "--precision")))
+    assert training.grid_precision("auto", tmp_path) == ("float32",
+                                                         "auto: the CPU has no native bfloat16")
+    run_store.start_run_folder(tmp_path / "runs/CNN_ReLU_MaxPool_Adam/seed0",
+                               dataclasses.asdict(Recipe(precision="mixed_bfloat16")))
+    assert training.grid_precision("auto", tmp_path) == (
+        "mixed_bfloat16", f"auto: kept from the runs already in {tmp_path}")
+    assert training.grid_precision("mixed_bfloat16", tmp_path)[0] == "mixed_bfloat16"
+    with pytest.raises(UsageError, match="holds runs in mixed_bfloat16; .* --precision mixed_bfloat16"):
+        training.grid_precision("float32", tmp_path)
+    run_store.start_run_folder(tmp_path / "runs/CNN_ReLU_Strided_Adam/seed0",
+                               dataclasses.asdict(Recipe(precision="float32")))
+    with pytest.raises(UsageError, match="holds runs in float32 and mixed_bfloat16"):
+        training.grid_precision("auto", tmp_path)
+
+
+def test_an_explicit_precision_beside_another_is_refused_by_the_cli(tmp_path, capsys):
+    run_store.start_run_folder(tmp_path / "runs/CNN_ReLU_MaxPool_Adam/seed0",
+                               dataclasses.asdict(Recipe(precision="mixed_bfloat16")))
+    assert fm.main([*ONE, "--precision", "float32", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "one precision" in err and "\n" not in err
 
 
 def test_mixed_float16_gets_a_loss_scale_optimizer():
@@ -254,6 +301,7 @@ def test_metrics_say_where_the_numbers_came_from(tiny_grid):
     out, stdout, _ = tiny_grid
     env = json.loads(next(out.glob("runs/*/seed0/metrics.json")).read_text())["environment"]
     assert env["backend"] == "tensorflow" and env["replicas"] == 1 and env["precision"] == "float32"
+    assert env["precision_reason"] == "--precision"  # the shared grid pins it (conftest)
     # Keras' jit_compile="auto" as resolved on TensorFlow: XLA on a GPU, off on a CPU
     assert env["xla"] is bool(training.gpus())
     assert env["packages"]["tensorflow"] and env["packages"]["keras"].startswith("3.")
@@ -287,8 +335,10 @@ def test_quick_runs_get_their_own_folder():
     assert fm.parse_args(["--quick"]).output_dir == Path("results-quick")
     assert fm.parse_args([]).output_dir == Path("results")
     assert fm.parse_args(["--quick", "--output-dir", "mine"]).output_dir == Path("mine")
-    assert Recipe.from_args(fm.parse_args(["--quick"])) == Recipe(**training.QUICK)
-    assert Recipe.from_args(fm.parse_args([])) == Recipe()
+    assert Recipe.from_args(fm.parse_args(["--quick"])) == Recipe(**training.QUICK,
+                                                                  precision=training.resolve_precision("auto")[0])
+    auto = training.resolve_precision("auto")[0]  # this machine's: the tests run anywhere
+    assert Recipe.from_args(fm.parse_args([])) == Recipe(precision=auto)
 
 
 @pytest.mark.parametrize("environ, error", [

@@ -74,3 +74,51 @@ def test_schedule_warms_up_then_decays_to_zero(optimizer):
         assert isinstance(opt, keras.optimizers.AdamW)
     else:
         assert isinstance(opt, keras.optimizers.SGD) and opt.momentum == 0.9 and opt.nesterov
+
+
+# ----------------------------------------------------------------------------- the level registry
+
+def test_every_registered_level_builds_what_it_names():
+    import keras
+
+    from levels import LEAKY_SLOPE, LEVELS
+    from model_analysis import unit_layers
+
+    for activation in LEVELS["activation"]:
+        model = build_model(Variant(activation, "maxpool", "adam"))
+        layer = model.get_layer("act1")
+        expected = {"relu": keras.layers.ReLU, "leakyrelu": keras.layers.LeakyReLU,
+                    "gelu": keras.layers.Activation}[activation]
+        assert type(layer) is expected, activation
+        probe = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor([[-1.0, 1.0]])))
+        expected_out = {"relu": [0.0, 1.0], "leakyrelu": [-LEAKY_SLOPE, 1.0],
+                        "gelu": [-0.158655, 0.841345]}[activation]
+        np.testing.assert_allclose(probe[0], expected_out, atol=1e-3)
+    for downsampling, kind in (("maxpool", keras.layers.MaxPooling2D),
+                               ("avgpool", keras.layers.AveragePooling2D),
+                               ("strided", keras.layers.Conv2D)):
+        model = build_model(Variant("relu", downsampling, "adam"))
+        assert type(model.get_layer("down1")) is kind and model.get_layer("down3").output.shape[1:3] == (4, 4)
+        has_acts = {"down1_act", "down2_act", "down3_act"} <= set(unit_layers(model))
+        assert has_acts == (downsampling == "strided")  # dead units counted where they can be
+    for optimizer, kind in (("adam", keras.optimizers.AdamW), ("sgd", keras.optimizers.SGD)):
+        from training import Recipe, make_optimizer
+        assert type(make_optimizer(Variant("relu", "maxpool", optimizer), 10, Recipe())) is kind
+
+
+def test_an_unknown_level_is_refused_not_built_as_another():
+    with pytest.raises(ValueError, match="unknown activation level 'tanh'"):
+        Variant("tanh", "maxpool", "adam")
+    with pytest.raises(ValueError, match="known: maxpool, strided, avgpool"):
+        Variant("relu", "median", "adam")
+
+
+def test_new_levels_are_named_and_styled_but_off_by_default():
+    from levels import DISPLAY, FACTORS, LEVELS
+
+    assert Variant("gelu", "avgpool", "sgd").name == "CNN_GELU_AvgPool_SGD"
+    assert "gelu" not in FACTORS["activation"] and "avgpool" not in FACTORS["downsampling"]
+    for factor, levels in LEVELS.items():
+        styles = [level.style for level in levels.values()]
+        assert len(set(styles)) == len(styles), f"{factor}: two levels drawn alike"
+        assert all(name in DISPLAY for name in levels)
