@@ -27,7 +27,7 @@ SEED_LEVELS = {  # the levels the claims are about; other levels of a grid are l
 VERDICTS = {
     "supported": "the Bonferroni interval lies above zero",
     "contradicted": "the Bonferroni interval lies below zero",
-    "no practical effect": "the Bonferroni interval lies inside +- the smallest effect of "
+    "no practical effect": "the Bonferroni interval lies inside ± the smallest effect of "
                            "interest (an equivalence test, TOST, at the family-wise level)",
     "leans for": "the 95% interval lies above zero, the Bonferroni interval does not",
     "leans against": "the 95% interval lies below zero, the Bonferroni interval does not",

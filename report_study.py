@@ -53,8 +53,9 @@ def claims_section(tuned, factors, sensitivity, output_dir):
              "Verdicts: " + "; ".join(f"*{k}*: {v}" for k, v in claims.VERDICTS.items()) +
              ". Where the effect differs between the contexts beyond noise (the interaction's "
              "F test at the family-wise level) the verdict says on what it depends. "
-             "Why each measure: " + " ".join(f"{r['claim'].split('.')[0]}: {r['why']}."
-                                            for r in rows))
+             "Why each measure: " + " ".join(
+                 f"{r['claim'].split('.')[0]}: {r['why']}." for i, r in enumerate(rows)
+                 if r["why"] not in [q["why"] for q in rows[:i]]) + strided_units_note(used))
     table = ("The classic claims, tested", intro,
              ["claim", "measure", "effect", "95% interval", f"Bonferroni (x{family})",
               "smallest effect of interest", "verdict"], body)
@@ -67,6 +68,16 @@ def claims_section(tuned, factors, sensitivity, output_dir):
               "smallest effect of interest, the dashed line zero. Right of zero is what the "
               "claim says.")
     return table, [figure]
+
+
+def strided_units_note(runs):
+    """Which strided runs counted the units after their downsampling convolutions too."""
+    strided = [r for r in runs if r["downsampling"] == "strided" and "never_positive" in r]
+    measured = sum("down1_act" in r["never_positive"] for r in strided)
+    if not strided or measured == len(strided):
+        return ""
+    return (f" Dead units after down1-3 (the strided convolutions' activations) were counted in "
+            f"{measured} of the {len(strided)} strided runs; the others count conv1-4 and dense.")
 
 
 def counted(n, noun):
