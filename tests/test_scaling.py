@@ -68,9 +68,10 @@ def test_multi_seed_report_has_statistics_and_factor_plot(tiny_grid):
     for section in ("## What the data support", "## Variants over seeds",
                     "## Factor effects on test accuracy", "## Convergence speed"):
         assert section in summary, section
-    assert "Strided vs MaxPool: " in summary and "(n=2 pairs)" in summary  # 1 cell x 2 seeds
+    # 2 variants x 2 seeds: one factor and the seed blocks leave 1 residual degree of freedom
+    assert "Strided vs MaxPool: " in summary and "(model df 1)" in summary
     page = (out / "report.html").read_text()
-    assert "Factor effects on test accuracy" in page and page.count("data:image/png") == 11
+    assert "Factor effects on test accuracy" in page and page.count("data:image/png") == 12
 
 
 def test_merge_refuses_different_settings_and_conflicting_duplicates(shared_and_sharded, capsys):
