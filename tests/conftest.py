@@ -177,3 +177,14 @@ def copy_of(grid_dir, target):
     """A copy of a finished grid's folder for a test that changes it."""
     shutil.copytree(grid_dir, target)
     return Path(target)
+
+
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """A run in-process leaves its dtype policy global (mixed_bfloat16 where --precision auto
+    picks it): every test starts from float32, whichever ran before it on this worker."""
+    import keras
+
+    keras.mixed_precision.set_dtype_policy("float32")
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")
