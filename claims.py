@@ -130,20 +130,17 @@ def context_label(context):
 
 def estimate_claim(claim, runs, sweep):
     """The claim's signed effect with its intervals and contexts (no family adjustment yet)."""
+    # the claim's factor ordered so that level minus reference is favoured minus other
+    factors = {f: ((claim.other, claim.favoured) if f == claim.factor else levels)
+               for f, levels in SEED_LEVELS.items()}
     if claim.metric == "lr_width":
-        rows = sweep
-        factors = {f: ((claim.other, claim.favoured) if f == claim.factor else levels)
-                   for f, levels in SEED_LEVELS.items()}
-        design = factorial.fit(rows, factors, claim.metric, additive=claim.factor)
+        design = factorial.fit(sweep, factors, claim.metric, additive=claim.factor)
     elif claim.favoured == claim.other:  # a level's own value (2a): the ReLU runs
-        rows = [r for r in runs if r[claim.factor] == claim.favoured]
-        factors = {f: levels for f, levels in SEED_LEVELS.items() if f != claim.factor}
-        design = factorial.fit(rows, factors, claim.metric)
+        del factors[claim.factor]
+        design = factorial.fit([r for r in runs if r[claim.factor] == claim.favoured], factors,
+                               claim.metric)
     else:
-        rows = runs
-        factors = {f: ((claim.other, claim.favoured) if f == claim.factor else levels)
-                   for f, levels in SEED_LEVELS.items()}
-        design = factorial.fit(rows, factors, claim.metric)
+        design = factorial.fit(runs, factors, claim.metric)
     if not design.factors or (claim.favoured != claim.other and claim.factor not in design.factors):
         return None
     if claim.favoured == claim.other:

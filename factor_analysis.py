@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 import factorial
+from factorial import ok_rows  # noqa: F401  (the report and figures take it from here too)
 from levels import ordered
 
 CONFIDENCE = 0.95
@@ -49,10 +50,6 @@ def excludes_zero(low, high):
     return bool(np.isfinite(low) and (low > 0 or high < 0))
 
 
-def ok_rows(rows):
-    return [r for r in rows if r.get("status") == "ok"]
-
-
 def variant_summary(rows, factors, metrics=SUMMARY_METRICS):
     """Per variant (in first-seen order): n seeds and mean, sd, CI of each metric."""
     groups = {}
@@ -77,26 +74,28 @@ def ordered_factors(rows, factors):
     return {f: ordered(f, levels) for f, levels in present.items() if levels}
 
 
-def _compatible(entry, rows):
-    """factorial's entry with the fields tables, sentences and figures read."""
-    significant = excludes_zero(entry["low"], entry["high"])
-    return {**entry, "first": entry["reference"], "second": entry["level"],
-            "n": len(ok_rows(rows)), "significant": significant}
+def _with_significance(entry):
+    return {**entry, "significant": excludes_zero(entry["low"], entry["high"])}
+
+
+def effects_and_interactions(rows, factors, metric="test_accuracy"):
+    """(main effects, interactions) of one metric from one fit of the replicated factorial
+    model with seed blocks (factorial.py). Main effects: each level against its factor's
+    reference level (the registry's first), averaged over the other factors, one row per
+    non-reference level ("GELU vs ReLU"); interactions: how a level's effect changes between
+    a level of another factor and that factor's reference (zero when effects add up).
+    Intervals on the model's residual df."""
+    design = factorial.fit(rows, ordered_factors(rows, factors), metric)
+    return ([_with_significance(e) for e in factorial.main_effects(design)],
+            [_with_significance(e) for e in factorial.interactions(design)])
 
 
 def factor_effects(rows, factors, metric="test_accuracy"):
-    """Each level against its factor's reference level (the registry's first), averaged over
-    the other factors, from the replicated factorial model with seed blocks (factorial.py):
-    one row per non-reference level ("GELU vs ReLU"), intervals on the residual df."""
-    design = factorial.fit(rows, ordered_factors(rows, factors), metric)
-    return [_compatible(e, rows) for e in factorial.main_effects(design)]
+    return effects_and_interactions(rows, factors, metric)[0]
 
 
 def interactions(rows, factors, metric="test_accuracy"):
-    """Interaction contrasts of the same model: how a level's effect changes between a level
-    of another factor and that factor's reference (zero when effects add up)."""
-    design = factorial.fit(rows, ordered_factors(rows, factors), metric)
-    return [_compatible(e, rows) for e in factorial.interactions(design)]
+    return effects_and_interactions(rows, factors, metric)[1]
 
 
 def family_adjusted(entries, confidence=CONFIDENCE):

@@ -26,6 +26,7 @@ Pure pandas/statsmodels on the runner's result rows; no Keras, no drawing.
 """
 
 import dataclasses
+import functools
 import itertools
 
 import numpy as np
@@ -56,6 +57,20 @@ class Design:
     def sigma(self):
         """The residual standard deviation: the noise of one run, after cells and seeds."""
         return float(np.sqrt(self.result.scale)) if self.result is not None else float("nan")
+
+    @functools.cached_property
+    def grid(self):
+        """Every (cell, seed) of the complete design: the rows contrasts average over."""
+        names = list(self.factors)
+        combos = itertools.product(*self.factors.values(), self.seeds)
+        return pd.DataFrame([dict(zip([*names, "seed"], c)) for c in combos],
+                            columns=[*names, "seed"])
+
+    @functools.cached_property
+    def exog(self):
+        """The model's design matrix at every grid row (a contrast is weights @ exog)."""
+        spec = self.result.model.data.model_spec
+        return np.asarray(patsy.build_design_matrices([spec], self.grid)[0])
 
 
 def ok_rows(rows):
@@ -97,13 +112,6 @@ def fit(rows, factors, metric, additive=None):
 
 # ----------------------------------------------------------------------------- contrasts
 
-def _grid(design):
-    """Every (cell, seed) of the complete design: the rows contrasts average over."""
-    names = list(design.factors)
-    combos = itertools.product(*design.factors.values(), design.seeds)
-    return pd.DataFrame([dict(zip([*names, "seed"], c)) for c in combos], columns=[*names, "seed"])
-
-
 def _weights(grid, condition):
     """Equal weights on the grid rows where condition holds (a boolean Series), else 0."""
     mask = condition.to_numpy(dtype=float)
@@ -113,21 +121,18 @@ def _weights(grid, condition):
 def estimate(design, weights_plus, weights_minus):
     """(effect, standard error) of sum(w+ * cell means) - sum(w- * cell means) over the grid:
     from the model where fitted, else from the observed cell means (no standard error)."""
-    grid = _grid(design)
+    grid = design.grid
     if design.result is not None:
-        exog = np.asarray(patsy.build_design_matrices([design.result.model.data.model_spec],
-                                                      grid)[0])
-        contrast = (weights_plus - weights_minus) @ exog
+        contrast = (weights_plus - weights_minus) @ design.exog
         test = design.result.t_test(contrast[None, :])
         return float(np.squeeze(test.effect)), float(np.squeeze(test.sd))
     names = list(design.factors)
-    means = design.frame.groupby(names)["y"].mean() if names else None
-    value = 0.0
+    means = design.frame.groupby(names)["y"].mean()
+    keys = [tuple(row) for row in grid[names].itertuples(index=False)]
+    cell = np.array([means.get(k if len(k) > 1 else k[0], np.nan) for k in keys])
+    value = 0.0  # a missing cell drops out and the weights of the rest are renormalised
     for weights, sign in ((weights_plus, 1), (weights_minus, -1)):
-        keys = [tuple(row) for row in grid[names].itertuples(index=False)]
-        cell = [means.get(k if len(k) > 1 else k[0], np.nan) for k in keys]
-        value += sign * float(np.nansum(np.asarray(cell) * weights)
-                              / max(weights[~np.isnan(cell)].sum(), 1e-12))
+        value += sign * float(np.nansum(cell * weights) / max(weights[~np.isnan(cell)].sum(), 1e-12))
     return value, float("nan")
 
 
@@ -149,7 +154,7 @@ def interval(entry, confidence=CONFIDENCE):
 
 def main_effects(design):
     """Each non-reference level against its factor's reference, averaged over the rest."""
-    grid, found = _grid(design), []
+    grid, found = design.grid, []
     for factor, levels in design.factors.items():
         reference = levels[0]
         for level in levels[1:]:
@@ -164,7 +169,7 @@ def context_effects(design, factor, level, reference):
     test that they are all equal (the interactions with this factor): ([entry with its
     'context' {factor: level}], p of the test or NaN). factor None: each cell's own mean, and
     the test that all cells are equal."""
-    grid = _grid(design)
+    grid = design.grid
     others = [f for f in design.factors if f != factor]
     contexts = list(itertools.product(*(design.factors[f] for f in others)))
     entries, rows = [], []
@@ -182,9 +187,7 @@ def context_effects(design, factor, level, reference):
         rows.append(plus - minus)
     p = float("nan")
     if design.result is not None and len(rows) > 1:
-        exog = np.asarray(patsy.build_design_matrices([design.result.model.data.model_spec],
-                                                      grid)[0])
-        restrictions = np.array([(r - rows[0]) @ exog for r in rows[1:]])
+        restrictions = np.array([(r - rows[0]) @ design.exog for r in rows[1:]])
         if np.linalg.matrix_rank(restrictions, tol=1e-10) > 0:  # 0: additive by the model
             p = float(design.result.f_test(restrictions).pvalue)
     return entries, p
@@ -193,7 +196,7 @@ def context_effects(design, factor, level, reference):
 def interactions(design):
     """For each pair of factors (A, B) and each non-reference pair of levels (a, b): A's
     effect (a vs A's reference) at b minus at B's reference, averaged over the rest."""
-    grid, found = _grid(design), []
+    grid, found = design.grid, []
     for a, b in itertools.combinations(design.factors, 2):
         a0, b0 = design.factors[a][0], design.factors[b][0]
         for la, lb in itertools.product(design.factors[a][1:], design.factors[b][1:]):
@@ -208,7 +211,7 @@ def interactions(design):
 
 def grand_mean(design):
     """The mean of the cell means (equal weights), with its standard error."""
-    grid = _grid(design)
+    grid = design.grid
     weights = _weights(grid, pd.Series(True, index=grid.index))
     return _entry(design, weights, np.zeros_like(weights))
 

@@ -195,7 +195,7 @@ img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:14px;ma
 
 def adjusted_effects(ok, factors, metric):
     """Main effects and interactions of one metric, with Bonferroni intervals over all rows."""
-    effects, pair_effects = fa.factor_effects(ok, factors, metric), fa.interactions(ok, factors, metric)
+    effects, pair_effects = fa.effects_and_interactions(ok, factors, metric)
     adjusted = fa.family_adjusted(effects + pair_effects)  # read together: family-wise too
     return adjusted[:len(effects)], adjusted[len(effects):]
 

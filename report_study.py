@@ -42,7 +42,7 @@ def claims_section(tuned, factors, sensitivity, output_dir):
     seeds = sorted({r["seed"] for r in used})
     where = ("each variant at its tuned peak learning rate (chosen on validation)"
              if sensitivity else "the recipe's peak learning rates")
-    extra = len(claims.seed_level_runs(tuned)) < len([r for r in tuned if r["status"] == "ok"])
+    extra = len(used) < len([r for r in tuned if r["status"] == "ok"])
     intro = (f"Each claim is one contrast of the replicated factorial model (the seed's two "
              f"levels of each choice, seeds as blocks, OLS), on the {len(used)} runs of {where}"
              f" with seeds {', '.join(map(str, seeds))}"

@@ -232,12 +232,14 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     marked. Right: every run's test accuracy as a point per seed, with the variant's mean
     and interval, so the seed-to-seed spread is visible.
 
-    effects / interaction_effects: factor_analysis entries (effect, low, high, significant;
+    effects / interaction_effects: factor_analysis entries (level, reference, effect, low,
+    high, df, significant;
     family_low/family_high, when present, are drawn as a thinner, wider interval).
     points: list of (variant label, [accuracy per seed], (mean, low, high)), best first.
     """
-    rows = [(f"{display[e['second']]} vs {display[e['first']]}", e) for e in effects]
-    rows += [(f"{e['factor']} x {e['by']}\n(interaction)", e) for e in interaction_effects]
+    rows = [(fa.comparison_label(e, display), e) for e in effects]
+    rows += [(fa.comparison_label(e, display).replace(" x ", " x\n") + " (interaction)", e)
+             for e in interaction_effects]
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.55 * len(points) + 2)),
                                       layout="constrained", width_ratios=[1, 1.15])
     for y, (label, e) in enumerate(rows[::-1]):
@@ -255,11 +257,11 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     left.set_yticks(range(len(rows)), [label for label, _ in rows[::-1]])
     left.set_ylim(-0.7, len(rows) - 0.3)
     left.set_xlabel("difference in test accuracy (percentage points)")
-    n_pairs = rows[0][1]["n"] if rows else 0
+    df = rows[0][1]["df"] if rows else 0
     family = (f"; thin: Bonferroni over {rows[0][1]['family_size']}"
               if rows and "family_size" in rows[0][1] else "")
-    left.set_title(f"Effects, thick: {fa.CONFIDENCE:.0%} paired t interval{family}\n"
-                   f"({n_pairs} pairs per main effect; red: thick interval excludes zero)",
+    left.set_title(f"Effects, thick: {fa.CONFIDENCE:.0%} interval{family}\n"
+                   f"(factorial model, {df:.0f} residual df; red: thick interval excludes zero)",
                    fontsize=11)
     left.grid(axis="x", alpha=0.3)
 
