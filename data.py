@@ -17,17 +17,15 @@ import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
+from dataset_facts import CLASS_NAMES, SPLIT_SIZES  # noqa: F401  (others import them from here too)
 from errors import DataError
 
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_DIR_VARIABLE = "FASHION_MNIST_DIR"  # environment variable: a folder with the IDX files
 IDX_FILES = {  # split -> (images file, labels file), the official names
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-SPLIT_SIZES = {"train": 60000, "test": 10000}
 
 
 def read_idx(path, expected_magic):
@@ -128,14 +126,17 @@ def scale_images(images):
     return (images.astype(np.float32) / 255.0)[..., None]
 
 
-def make_dataset(x, y, batch_size, training, seed, translate=0, one_hot=False,
-                 alternating_epochs=None):
+def make_dataset(x, y, batch_size, training, seed, translate=0, random_erasing=0.0,
+                 one_hot=False, alternating_epochs=None):
     """tf.data pipeline: in memory, shuffled and augmented for training, prefetched.
 
     Augmentation runs per batch inside the pipeline, overlapping the training step: random
-    horizontal flips (clothes are left-right symmetric: a free extra view of every image)
-    and, with translate, random shifts of up to that many whole pixels per image, zero
-    filled. one_hot: labels as one-hot rows, which label smoothing needs.
+    horizontal flips (clothes are left-right symmetric: a free extra view of every image);
+    with translate, random shifts of up to that many whole pixels per image, zero filled;
+    with random_erasing P, a random rectangle of each image replaced by noise with
+    probability P. Every random layer is seeded from seed, so a pipeline rebuilt with the
+    same seed (a resumed run's) draws the same augmentations in the same order.
+    one_hot: labels as one-hot rows, which label smoothing needs.
 
     alternating_epochs=(first, last): instead of random flips, each image is mirrored in every
     other epoch (airbench's alternating flips; in which parity, drawn per image from the seed),
@@ -161,22 +162,33 @@ def make_dataset(x, y, batch_size, training, seed, translate=0, one_hot=False,
             return tf.data.Dataset.range(len(x)).batch(batch_size).map(batch_of)
 
         ds = tf.data.Dataset.range(*alternating_epochs).flat_map(epoch)
-        if translate:
-            shift = random_translation(translate, seed)
-            ds = ds.map(lambda xb, yb: (shift(xb, training=True), yb),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+        augment = random_augmentations(translate, random_erasing, seed)
+        if augment:
+            augment = keras.Sequential(augment, name="augment")
+            ds = ds.map(lambda xb, yb: (augment(xb, training=True), yb))  # in order: see below
         return ds.prefetch(tf.data.AUTOTUNE)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if training:
-        augment = [keras.layers.RandomFlip("horizontal", seed=seed)]
-        if translate:
-            augment.append(random_translation(translate, seed))
-        augment = keras.Sequential(augment, name="augment")
-        ds = ds.map(lambda xb, yb: (augment(xb, training=True), yb), num_parallel_calls=tf.data.AUTOTUNE)
+        augment = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=seed),
+                                    *random_augmentations(translate, random_erasing, seed)],
+                                   name="augment")
+        # One batch after the other: the layers' seeded generators keep one state each, which
+        # parallel calls would advance in a racing order (augmentations that differ from one
+        # run of the same seed to the next). Prefetch still overlaps it with the step.
+        ds = ds.map(lambda xb, yb: (augment(xb, training=True), yb))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def random_augmentations(translate, random_erasing, seed):
+    """The Keras layers of the optional augmentations, in the order they apply."""
+    layers = [random_translation(translate, seed)] if translate else []
+    if random_erasing:  # Zhong et al. 2020 (who test on Fashion-MNIST): noise-filled patches
+        layers.append(keras.layers.RandomErasing(factor=(random_erasing, random_erasing),
+                                                 value_range=(0, 1), seed=seed))
+    return layers
 
 
 def random_translation(pixels, seed):

@@ -18,7 +18,8 @@ and figures to --output-dir.
 
 Runs are resumable: rerun the same command after an interruption and finished runs
 are skipped, an interrupted run continues from its last finished epoch. The report is
-redrawn after every finished run, so the first comparison is there while the grid runs.
+redrawn while the grid runs (after the first finished run, then at most every 2 minutes), so
+the first comparison is there before the last run ends.
 """
 
 import argparse
@@ -50,7 +51,8 @@ from levels import FACTORS, LEVELS  # noqa: E402
 from models import build_model, trainable_params, variant_grid  # noqa: E402
 from report import write_report  # noqa: E402
 from training import (QUICK, Recipe, complete_saved_run, distribution_strategy,  # noqa: E402
-                      gpus, grid_precision, positive_int, resolve_precision, train_and_evaluate)
+                      flag_of, gpus, grid_precision, positive_int, resolve_precision,
+                      setting_names, train_and_evaluate)
 
 QUICK_OUTPUT_DIR = Path("results-quick")  # --quick runs never mix with real ones
 
@@ -79,9 +81,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the usage of 40-odd options would bury it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     grid = p.add_argument_group("the grid")
     for factor, levels in FACTORS.items():  # the seed's levels by default, any registered one
         grid.add_argument(f"--{factor}", nargs="+", choices=list(LEVELS[factor]),
@@ -92,7 +100,7 @@ def build_parser():
     grid.add_argument("--seed", type=int, default=None, help="one seed: same as --seeds S")
     grid.add_argument("--lr-scales", type=float, nargs="+", default=None, metavar="M",
                       help="the learning-rate axis: every variant and seed once per multiple M "
-                           "of its optimizer's peak (after --lr-scale); M other than 1 gets "
+                           "of its optimizer's peak (after --peak-lr-factor); M other than 1 gets "
                            "its own run folder, and the report compares each variant at its "
                            "M with the best validation accuracy (default: 1)")
     grid.add_argument("--tune-lr", action="store_true",
@@ -105,12 +113,18 @@ def build_parser():
                            "variant's best multiplier")
 
     recipe = p.add_argument_group("the recipe (stored with every run as settings.json)")
+    techniques = p.add_argument_group("training techniques, off by default (stored likewise; "
+                                      "benchmarks/ablation.py measures them)")
     for field in dataclasses.fields(Recipe):
         cli = dict(field.metadata["cli"])
-        flag = cli.pop("flag", "--" + field.name.replace("_", "-"))
-        if flag:
-            recipe.add_argument(flag, dest=field.name, default=cli.pop("cli_default", field.default),
-                                help=field.metadata["help"], **cli)
+        if cli.pop("flag", "") is None:  # set by another flag (set_by)
+            continue
+        group = techniques if field.metadata["technique"] else recipe
+        group.add_argument(flag_of(field), dest=field.name,
+                           default=cli.pop("cli_default", field.default),
+                           help=field.metadata["help"], **cli)
+    recipe.add_argument("--lr-scale", dest="lr_scale", type=float, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)  # the old name of --peak-lr-factor
     recipe.add_argument("--scale-with-replicas", action="store_true",
                         help="multiply batch size and peak learning rate by the number of "
                              "replicas (linear scaling: faster, but another experiment than on "
@@ -252,7 +266,8 @@ def run_grid(planned, recipe, context, after_each_run=None):
     failed ones.
     after_each_run(finished, planned): called while runs remain, e.g. to redraw the report."""
     settings = dataclasses.asdict(recipe)
-    todo, skipped = run_store.runs_to_do(planned, context.output_dir, settings, context.fresh)
+    todo, skipped = run_store.runs_to_do(planned, context.output_dir, settings, context.fresh,
+                                         setting_names())
     for variant, seed, multiplier, status in skipped:
         print(f"skip {label(variant, multiplier)} seed {seed}: finished ({status}), --fresh "
               "retrains it")
@@ -333,6 +348,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs and the last finished epoch are saved, and the "
               "report shows the finished runs; rerun the same command to resume", file=sys.stderr)
+    except BrokenPipeError:  # `--list-variants | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's documented way
+        return 0
         return 130
     finally:
         for sig, handler in previous.items():

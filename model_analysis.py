@@ -1,7 +1,7 @@
 """Beyond accuracy: calibration, shift robustness and Grad-CAM of a trained model.
 
 Calibration (Guo et al. 2017, "On Calibration of Modern Neural Networks"): the expected
-calibration error over 15 equal-width confidence bins, ECE = sum_b |B_b|/N * |acc(B_b) -
+calibration error over ECE_BINS (15) equal-width confidence bins, ECE = sum_b |B_b|/N * |acc(B_b) -
 conf(B_b)|, and the negative log-likelihood. Shift robustness (Zhang 2019, "Making
 Convolutional Networks Shift-Invariant Again"): test accuracy with the images shifted by
 1-3 pixels in the eight directions (zero fill), and consistency, how often two random

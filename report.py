@@ -20,8 +20,8 @@ import numpy as np
 import claims
 import factor_analysis as fa
 import lr_tuning
-from data import CLASS_NAMES
-from model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
+from dataset_facts import CLASS_NAMES
+from model_analysis import ECE_BINS, GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
 from levels import DISPLAY, FACTORS
 from report_study import counted, interval, study_sections
 from run_store import (atomic_write, format_seconds, load_figure_data, run_label,
@@ -316,7 +316,7 @@ def beyond_accuracy(ok, factors, display, output_dir):
     over = f"mean over {n_seeds} seeds" if n_seeds > 1 else "one seed"
     tables = [
         ("Calibration",
-         f"Expected calibration error (ECE, 15 equal-width confidence bins; Guo et al. 2017) and "
+         f"Expected calibration error (ECE, {ECE_BINS} equal-width confidence bins; Guo et al. 2017) and "
          f"negative log-likelihood on the test set, {over}: mean ± sd [95% interval, clipped at 0]. "
          "Lower is better for both; an ECE of 1% means confidence and accuracy differ by 1 point on "
          "average.",
@@ -363,7 +363,7 @@ def progress_warning(progress):
     """A sentence for the top of a report drawn while its grid still runs."""
     if progress and progress[0] < progress[1]:
         return (f"Grid in progress: {progress[0]} of {progress[1]} runs finished. This report "
-                "is redrawn after every run; its comparisons cover the finished runs only.")
+                "is redrawn as runs finish; its comparisons cover the finished runs only.")
     return None
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from errors import UsageError
 
+RUNS = "runs"  # OUTPUT_DIR/runs: every run folder of a grid (and TensorBoard's logdir)
 # The files of a run folder
 SETTINGS = "settings.json"        # the Recipe, written when the run starts
 HISTORY = "history.csv"           # one row per finished epoch (CSVLogger): the commit point
@@ -36,9 +37,18 @@ TENSORBOARD = "tensorboard"
 CHECKPOINT_PATTERN = "best-epoch{epoch:03d}.keras"  # Keras fills in the 1-based epoch
 
 
+def runs_folder(output_dir):
+    return Path(output_dir) / RUNS
+
+
 def run_dir(output_dir, name, seed, lr_multiplier=1.0):
     folder = name if lr_multiplier == 1 else f"{name}_lrx{lr_multiplier:g}"
-    return Path(output_dir) / "runs" / folder / f"seed{seed}"
+    return runs_folder(output_dir) / folder / f"seed{seed}"
+
+
+def metrics_paths(output_dir, seed="*"):
+    """metrics.json of every finished run in output_dir (of one seed if given)."""
+    return sorted(runs_folder(output_dir).glob(f"*/seed{seed}/{METRICS}"))
 
 
 def lr_multiplier_of(run):
@@ -180,18 +190,16 @@ def prepare_resume(run_dir, epochs):
     return kept, note
 
 
-def check_same_settings(recorded, now, where):
-    """Refuse to continue or reuse a run made with other settings (one line naming them)."""
+def check_same_settings(recorded, now, where, names=None):
+    """Refuse to continue or reuse a run made with other settings (one line naming them, as
+    names -- setting -> its name on the command line -- has them, else by their key)."""
     recorded = settings_of({"settings": recorded})
     changed = [k for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)]
     if changed:
-        what = ", ".join(f"{setting_flag(k)} {recorded.get(k)} (now {now.get(k)})" for k in changed)
+        what = ", ".join(f"{(names or {}).get(k, k)} {recorded.get(k)} (now {now.get(k)})"
+                         for k in changed)
         raise UsageError(f"{where}: made with {what}; use the same settings, another "
                          f"--output-dir, or --fresh to retrain")
-
-
-def setting_flag(key):
-    return {"tta": "TTA"}.get(key, "--" + key.replace("_", "-"))
 
 
 def format_csv_value(value):
@@ -217,11 +225,16 @@ def run_order(run):
 def finished_runs(output_dir):
     """metrics.json of every finished (or failed) run under output_dir/runs, best first."""
     runs = []
-    for path in Path(output_dir).glob(f"runs/*/seed*/{METRICS}"):
+    for path in metrics_paths(output_dir):
         run = json.loads(path.read_text())
         run.update(run_dir=str(path.parent), history=read_history(path.parent / HISTORY))
         runs.append(run)
     return sorted(runs, key=run_order)
+
+
+# Settings no longer offered, at the value that meant "off": runs that recorded them so are
+# the same experiment as runs without them.
+RETIRED_SETTINGS = {"tta_translate": 0}
 
 
 def settings_of(run):
@@ -231,8 +244,11 @@ def settings_of(run):
                 "label_smoothing": 0.0, "ema": 0.0, "translate": 0, "adamw_weight_decay": 1e-4,
                 "warmup_epochs": 1, "sgd_momentum": 0.9, "sgd_weight_decay": 5e-4,
                 "test_images": None, "dirac_init": False, "bn_scale": True, "lookahead": 0,
-                "lookahead_alpha": 0.5, "tta_translate": 0, "alternating_flips": False,
+                "lookahead_alpha": 0.5, "alternating_flips": False, "random_erasing": 0.0,
                 **run.get("settings", {})}
+    for key, neutral in RETIRED_SETTINGS.items():  # a run that used one stays different
+        if settings.get(key) == neutral:
+            del settings[key]
     if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
         settings["replica_scaling"] = settings.pop("replicas")
     for optimizer, peak in (("adam", 2e-3), ("sgd", 0.05)):  # the peaks before they were recorded
@@ -340,25 +356,26 @@ def shard_from_environment(shard, shard_count, environ):
 def folder_precisions(output_dir):
     """The precisions (dtype policies) of the runs, finished or not, in output_dir."""
     return {json.loads(path.read_text()).get("precision", "float32")
-            for path in Path(output_dir).glob(f"runs/*/seed*/{SETTINGS}")}
+            for path in runs_folder(output_dir).glob(f"*/seed*/{SETTINGS}")}
 
 
-def runs_to_do(planned, output_dir, settings, fresh):
+def runs_to_do(planned, output_dir, settings, fresh, names=None):
     """Which of the planned (variant, seed, lr multiplier) runs to train: ([(variant, seed,
     multiplier, run_dir)], [(variant, seed, multiplier, status)] of those skipped as
     finished). A finished or interrupted run made with other settings is refused
-    (UsageError); fresh deletes and retrains."""
+    (UsageError, naming each setting as names has it: check_same_settings); fresh deletes
+    and retrains."""
     todo, skipped = [], []
     for variant, seed, multiplier in planned:
         folder = run_dir(output_dir, variant.name, seed, multiplier)
         if (folder / METRICS).exists() and not fresh:
             done = json.loads((folder / METRICS).read_text())
-            check_same_settings(settings_of(done), settings, f"{folder} (finished)")
+            check_same_settings(settings_of(done), settings, f"{folder} (finished)", names)
             skipped.append((variant, seed, multiplier, done["status"]))
             continue
         if (folder / SETTINGS).exists() and not fresh:  # interrupted: resume only alike
             check_same_settings(json.loads((folder / SETTINGS).read_text()), settings,
-                                f"{folder} (interrupted)")
+                                f"{folder} (interrupted)", names)
         if fresh and folder.exists():
             shutil.rmtree(folder)
         todo.append((variant, seed, multiplier, folder))

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from model_analysis import ECE_BINS
+from run_store import TENSORBOARD, runs_folder
+
 METRICS = {"val_accuracy": "validation accuracy (best epoch)", "test_accuracy": "test accuracy",
-           "test_loss": "test loss (NLL)", "ece": "test ECE (15 bins)",
+           "test_loss": "test loss (NLL)", "ece": f"test ECE ({ECE_BINS} bins)",
            "shift_consistency": "shift consistency",
            "never_positive_units": "units never positive", "generalization_gap": "train - test accuracy"}
 
@@ -21,7 +24,7 @@ def write_hparams(run_dir, record, factors):
     hparams = {**{f: record[f] for f in factors}, "seed": record["seed"],
                "lr_multiplier": record.get("lr_multiplier", 1.0),
                **{k: v for k, v in record["settings"].items() if v is not None}}
-    with tf.summary.create_file_writer(str(Path(run_dir) / "tensorboard")).as_default():
+    with tf.summary.create_file_writer(str(Path(run_dir) / TENSORBOARD)).as_default():
         hp.hparams(hparams, trial_id=f"{Path(run_dir).parent.name}/seed{record['seed']}")
         for key in METRICS:
             if record.get(key) is not None:
@@ -33,7 +36,7 @@ def write_hparams_config(output_dir, runs, factors):
     """The dashboard's column list, once at OUTPUT_DIR/runs (TensorBoard's logdir)."""
     from tensorboard.plugins.hparams import api as hp
 
-    logdir = Path(output_dir) / "runs"
+    logdir = runs_folder(output_dir)
     if not logdir.is_dir():
         return
     for old in logdir.glob("events.out.tfevents.*"):  # one configuration, the current one

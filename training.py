@@ -30,7 +30,7 @@ from factor_analysis import convergence_measures
 from levels import FACTORS, LEVELS
 from models import build_model, downsampling_params, trainable_params
 from training_callbacks import (EpochTimer, KeepBestCheckpointOnly, Lookahead,
-                                NeverPositiveUnits, RecomputeBatchNormStatistics)
+                                NeverPositiveUnits, RecomputeBatchNormStatistics, ShortProgress)
 
 
 def positive_int(text):
@@ -44,11 +44,26 @@ def positive_int(text):
     return value
 
 
-def setting(default, help, **cli):
+def setting(default, help, technique=False, **cli):
     """A Recipe field: its default, its --help text, and how the command line sets it
     (add_argument's keywords, cli_default for a default of its own; flag=None: derived
-    from other flags, no flag of its own)."""
-    return dataclasses.field(default=default, metadata={"help": help, "cli": cli})
+    from another flag, named by set_by). technique: a training technique that is off by
+    default (an ablation candidate), listed in a --help group of its own."""
+    return dataclasses.field(default=default, metadata={"help": help, "cli": cli,
+                                                        "technique": technique})
+
+
+def flag_of(field):
+    """The command-line flag that sets a Recipe field."""
+    cli = field.metadata["cli"]
+    return cli.get("flag", "--" + field.name.replace("_", "-")) or cli.get("set_by")
+
+
+def setting_names():
+    """How a refusal names each setting: by its flag where the flag takes the value
+    ("--epochs 8 (now 12)"), else by its settings.json key and the flag that sets it."""
+    return {f.name: flag_of(f) if "action" not in f.metadata["cli"] and "set_by" not in
+            f.metadata["cli"] else f"{f.name} ({flag_of(f)})" for f in dataclasses.fields(Recipe)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +85,12 @@ class Recipe:
         cli_default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"])
     tta: bool = setting(True, "no horizontal-flip averaging at test time",
                         flag="--no-tta", action="store_false")
-    lr_scale: float = setting(1.0, "multiply both peak learning rates", type=float)
-    # batch and peaks x replicas (linear scaling rule); from --scale-with-replicas
-    replica_scaling: int = setting(1, "", flag=None)
+    # (settings.json keeps the name lr_scale; --lr-scale still works, hidden: too close to
+    # --lr-scales, the learning-rate axis)
+    lr_scale: float = setting(1.0, "multiply both peak learning rates (before the --lr-scales "
+                                   "axis)", type=float, flag="--peak-lr-factor", metavar="F")
+    # batch and peaks x replicas (linear scaling rule)
+    replica_scaling: int = setting(1, "", flag=None, set_by="--scale-with-replicas")
     # Keras' default momentum; only shapes training once statistics are recomputed
     bn_momentum: float = setting(0.99, "batch norm's moving-average momentum during training",
                                  type=float)
@@ -83,21 +101,24 @@ class Recipe:
                                 "shift-robustness analysis; 6 passes over them cost ~20 s for "
                                 "all 10,000 on 2 cores", type=positive_int, metavar="N")
     label_smoothing: float = setting(0.0, "train towards (1-E) on the true class and E/10 on "
-                                          "every class", type=float, metavar="E")
+                                          "every class", type=float, metavar="E", technique=True)
     ema: float = setting(0.0, "validate, checkpoint and test an exponential moving average of "
                               "the weights with momentum M per step (0: the weights themselves)",
-                         type=float, metavar="M")
+                         type=float, metavar="M", technique=True)
     translate: int = setting(0, "shift training images by up to PX pixels at random (0: flips "
-                                "only)", type=int, metavar="PX")
+                                "only)", type=int, metavar="PX", technique=True)
+    random_erasing: float = setting(0.0, "erase a random rectangle (2-33%% of the image, filled "
+                                         "with noise) from each training image with probability "
+                                         "P (Zhong et al. 2020: Keras' RandomErasing; 0: off)",
+                                    type=float, metavar="P", technique=True)
     adamw_weight_decay: float = setting(1e-4, "AdamW's decoupled weight decay", type=float,
                                         metavar="WD")
-    # The peaks as trained with (x --lr-scale); the defaults changed over time (docs/training.md).
-    # 1.5x the 12-epoch recipe's 4e-3 / 0.05 since 2026-12-01: at 8 epochs the higher peak was
-    # the one technique of the ablation that helped both optimizers (benchmarks/README.md).
-    # --tune-lr tunes each variant's peak around these.
-    adam_peak_lr: float = setting(6e-3, "AdamW's peak learning rate (before --lr-scale)",
+    # The peaks as trained with (x --peak-lr-factor): 1.5x the common 4e-3 / 0.05, the one
+    # technique of the 8-epoch ablation that helped both optimizers (benchmarks/README.md;
+    # each default's date in docs/training.md). --tune-lr tunes each variant's peak around these.
+    adam_peak_lr: float = setting(6e-3, "AdamW's peak learning rate (before --peak-lr-factor)",
                                   type=float, metavar="LR")
-    sgd_peak_lr: float = setting(0.075, "SGD's peak learning rate (before --lr-scale)",
+    sgd_peak_lr: float = setting(0.075, "SGD's peak learning rate (before --peak-lr-factor)",
                                  type=float, metavar="LR")
     warmup_epochs: float = setting(1, "epochs of linear warm-up from 0 before the cosine decay",
                                    type=float, metavar="E")
@@ -107,25 +128,22 @@ class Recipe:
     test_images: int | None = setting(None, "evaluate on the first N test images only (a "
                                             "testing aid; default: all 10,000)",
                                       type=positive_int, metavar="N")
-    # Fewer-epochs candidates (benchmarks/README.md, the 8-epoch ablation); off by default.
+    # Fewer-epochs candidates (benchmarks/README.md, the 8-epoch ablation)
     dirac_init: bool = setting(False, "initialise conv2 and conv4 (32->32, 64->64 channels) as "
                                       "the identity (airbench's dirac init)",
-                               action=argparse.BooleanOptionalAction)
+                               action=argparse.BooleanOptionalAction, technique=True)
     bn_scale: bool = setting(True, "batch norm without its learned scale (frozen at 1, as in "
                                    "Page's fast ResNet training)", flag="--no-bn-scale",
-                             action="store_false")
+                             action="store_false", technique=True)
     lookahead: int = setting(0, "Lookahead (Zhang et al. 2019): every K steps move slow weights "
                                 "towards the fast ones and restart from them (0: off)",
-                             type=int, metavar="K")
+                             type=int, metavar="K", technique=True)
     lookahead_alpha: float = setting(0.5, "Lookahead's step towards the fast weights",
-                                     type=float, metavar="A")
-    tta_translate: int = setting(0, "also average test predictions over the (flipped) images "
-                                    "shifted by PX pixels up-left and down-right (0: off)",
-                                 type=int, metavar="PX")
+                                     type=float, metavar="A", technique=True)
     alternating_flips: bool = setting(False, "flip each training image in every other epoch "
                                              "(which epochs at random per image) instead of at "
                                              "random in each",
-                                      action=argparse.BooleanOptionalAction)
+                                      action=argparse.BooleanOptionalAction, technique=True)
 
     def __post_init__(self):
         """Settings that cannot work: ValueError with one line naming the flag."""
@@ -136,7 +154,7 @@ class Recipe:
             (self.bn_stat_images >= 0, "--bn-stat-images must be 0 or more"),
             (0 < self.bn_momentum < 1, "--bn-momentum must be between 0 and 1"),
             (min(self.lr_scale, self.adam_peak_lr, self.sgd_peak_lr) > 0,
-             "--lr-scale, --adam-peak-lr and --sgd-peak-lr must be positive"),
+             "--peak-lr-factor, --adam-peak-lr and --sgd-peak-lr must be positive"),
             (0 <= self.adamw_weight_decay < 1, "--adamw-weight-decay must be at least 0 and below 1"),
             (0 <= self.sgd_weight_decay < 1, "--sgd-weight-decay must be at least 0 and below 1"),
             (0 <= self.sgd_momentum < 1, "--sgd-momentum must be at least 0 and below 1"),
@@ -144,9 +162,9 @@ class Recipe:
             (0 <= self.label_smoothing < 1, "--label-smoothing must be at least 0 and below 1"),
             (0 <= self.ema < 1, "--ema must be at least 0 and below 1"),
             (0 <= self.translate <= 14, "--translate must be between 0 and 14 pixels"),
+            (0 <= self.random_erasing <= 1, "--random-erasing must be between 0 and 1"),
             (self.lookahead >= 0, "--lookahead must be 0 or more steps"),
             (0 < self.lookahead_alpha <= 1, "--lookahead-alpha must be above 0 and at most 1"),
-            (0 <= self.tta_translate <= 3, "--tta-translate must be between 0 and 3 pixels"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -301,6 +319,7 @@ def training_callbacks(run_dir, recipe, x_train, best_so_far, x_probe):
         KeepBestCheckpointOnly(run_dir),
         keras.callbacks.TensorBoard(str(run_dir / run_store.TENSORBOARD)),
         *([Lookahead(recipe.lookahead, recipe.lookahead_alpha)] if recipe.lookahead else []),
+        ShortProgress(),  # fit's verbose decides whether and how it prints
     ]
 
 
@@ -319,7 +338,8 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
     # step), so the experiment is the same on one device or eight; --scale-with-replicas
     # multiplies batch and learning rate instead (linear scaling rule), recorded in settings.
     train_ds = make_dataset(x_train, y_train, recipe.global_batch, training=True, seed=seed,
-                            translate=recipe.translate, one_hot=one_hot,
+                            translate=recipe.translate, random_erasing=recipe.random_erasing,
+                            one_hot=one_hot,
                             alternating_epochs=((len(past), recipe.epochs)
                                                 if recipe.alternating_flips else None))
     val_ds = make_dataset(x_val, y_val, recipe.global_batch, training=False, seed=seed,
@@ -363,7 +383,7 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
         return record
 
     model = keras.models.load_model(run_store.checkpoint_path(run_dir, best_epoch))
-    probabilities = predict(model, x_test, recipe.batch_size, recipe.tta, recipe.tta_translate)
+    probabilities = predict(model, x_test, recipe.batch_size, recipe.tta)
     best = history[best_epoch - 1]
     record.update(status="ok", best_epoch=best_epoch,
                   train_accuracy=best["accuracy"], train_loss=best["loss"],
@@ -392,7 +412,7 @@ def generalization(model, x_train, y_train, record, recipe):
     (train - test) and loss (test - train). The training accuracy logged per epoch is
     not this: it is averaged over the epoch's steps, with dropout and flipped images."""
     x, y = x_train[:TRAIN_EVAL_IMAGES], y_train[:TRAIN_EVAL_IMAGES]
-    probabilities = predict(model, x, recipe.batch_size, recipe.tta, recipe.tta_translate)
+    probabilities = predict(model, x, recipe.batch_size, recipe.tta)
     accuracy = float((probabilities.argmax(axis=1) == y).mean())
     loss = float(log_loss(y, probabilities, labels=range(len(CLASS_NAMES))))
     return {"train_eval_accuracy": accuracy, "train_eval_loss": loss,

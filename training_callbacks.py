@@ -1,4 +1,4 @@
-"""The runner's own Keras callbacks: epoch timing, batch norm statistics recomputed before
+"""The runner's own Keras callbacks: epoch timing, a short progress line, batch norm statistics recomputed before
 each validation, and pruning of superseded best-so-far checkpoints. The runner orders them
 with Keras' own (ModelCheckpoint, BackupAndRestore, CSVLogger, TensorBoard); the order is
 what makes a kill at any moment recoverable (run_store.prepare_resume).
@@ -22,6 +22,15 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["seconds"] = time.time() - self.started
+
+
+class ShortProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress line without the per-layer dying-unit shares (never_positive_*: five
+    numbers per epoch, kept in history.csv): loss, accuracy, their validation twins, seconds."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, {k: v for k, v in (logs or {}).items()
+                                     if not k.startswith("never_positive_")})
 
 
 class RecomputeBatchNormStatistics(keras.callbacks.Callback):

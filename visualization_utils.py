@@ -5,7 +5,7 @@ return the path; they never train or compute statistics, so `--report-only` can 
 of them from saved runs. report.write_report reads what the runner saved and calls them.
 
 A figure is drawn only when what it shows changed (figure_cache: a digest of its data and of
-this file in the PNG's metadata). The report is redrawn after every run of a grid; most of
+this file in the PNG's metadata). The report is redrawn as the runs of a grid finish; most of
 its figures (the best run's five) stay the same from one run to the next.
 """
 
@@ -286,7 +286,7 @@ def style_of(run):
 
 
 @drawn_only_when_changed
-def plot_calibration(diagrams, path, bins=15):
+def plot_calibration(diagrams, path):
     """Reliability diagrams, one panel per variant: accuracy against confidence in equal-width
     bins, the diagonal (perfect calibration), the gap shaded, and the share of predictions
     per bin underneath.
@@ -294,6 +294,7 @@ def plot_calibration(diagrams, path, bins=15):
     diagrams: list of (label, {"count", "correct", "confidence"} per bin (sums over seeds),
     (ECE mean, low, high)), in the order to draw.
     """
+    bins = len(diagrams[0][1]["count"])  # as many as the analysis used
     cols = 4
     rows = int(np.ceil(len(diagrams) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.9 * rows + 0.8), squeeze=False,
@@ -519,4 +520,39 @@ def plot_claims(entries, path):
                  "blue: each context's effect, 95% interval; black: the average, Bonferroni "
                  "interval (orange: its 95%); grey: +- the smallest effect of interest",
                  fontsize=9.5)
+    return save_figure(fig, path)
+
+
+@drawn_only_when_changed
+def plot_frontier(curves, path, chosen=None, tolerance=0.002):
+    """Accuracy against the epoch budget: validation (left) and training images in inference
+    mode (right), one line per variant through the seed means, each seed a point; the
+    chosen budget a dotted vertical line.
+
+    curves: list of (run-like dict with the factors, label, [(epochs, val accuracy,
+    train accuracy in inference mode)] with one entry per finished run).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    for ax, column, what in ((axes[0], 1, "validation"), (axes[1], 2, "training images, inference mode")):
+        for run, label, points in curves:
+            style = style_of(run)
+            budgets = sorted({p[0] for p in points})
+            means = [100 * np.nanmean([p[column] for p in points if p[0] == b]) for b in budgets]
+            ax.plot(budgets, means, label=f"{label} (mean)", linewidth=1.6, markersize=0,
+                    color=style["color"], linestyle=style["linestyle"])
+            ax.plot([p[0] for p in points], [100 * p[column] for p in points], style["marker"],
+                    color=style["color"], alpha=0.6, markersize=6, label=f"{label} (seeds)")
+        if chosen:
+            ax.axvline(chosen, color="grey", linestyle=":", linewidth=1.2)
+        budgets = sorted({p[0] for *_, points in curves for p in points})
+        ax.set_xticks(budgets)
+        ax.set_xlabel("epochs (each budget its own run, schedule fitted to it)")
+        ax.set_ylabel(f"accuracy on {what} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8.5, loc="lower right")
+    axes[0].set_title("validation accuracy of the best epoch", fontsize=11)
+    axes[1].set_title("training accuracy (no dropout, no augmentation)", fontsize=11)
+    fig.suptitle("How long to train: accuracy against the epoch budget"
+                 + (f" (dotted: {chosen} epochs, the shortest within {100 * tolerance:.1f} pp "
+                    "of the best validation mean)" if chosen else ""), fontsize=12)
     return save_figure(fig, path)

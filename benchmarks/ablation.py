@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from run_store import metrics_paths  # noqa: E402  (no TensorFlow: the orchestrator stays light)
 # The baseline is the runner's default recipe, plus --baseline-flags. The tables in
 # benchmarks/README.md were made with the defaults of their day: the 6-epoch table of
 # 2026-11-29 with `--baseline-flags "--adam-peak-lr 0.002"`, the 8-epoch tables of
@@ -101,7 +103,7 @@ def finished_run(folder, variant, seed):
     """The finished run (at the recipe's own peak) of this variant and seed in a runner output
     folder, or None (several variants may share a folder)."""
     wanted = dict(zip(("activation", "downsampling", "optimizer"), variant))
-    for path in (folder / "runs").glob(f"*/seed{seed}/metrics.json"):
+    for path in metrics_paths(folder, seed):
         run = json.loads(path.read_text())
         if all(run[factor] == level for factor, level in wanted.items()) \
                 and run.get("lr_multiplier", 1.0) == 1.0:
@@ -112,8 +114,7 @@ def finished_run(folder, variant, seed):
 def flip_tta_accuracies(args, seed, run, translate=0):
     """Validation accuracy of a finished run's checkpoint without and with flip averaging
     (and, with translate, shifted views too)."""
-    sys.path.insert(0, str(ROOT))  # imported here: the orchestrator itself needs no TensorFlow
-    import keras
+    import keras  # here: the orchestrator itself needs no TensorFlow
 
     from data import prepare_data
     from training import predict

@@ -1,16 +1,19 @@
-"""The epoch frontier of a recipe: validation accuracy against the epoch budget.
+"""The epoch frontier of a recipe: accuracy against the epoch budget.
 
-For each budget N (6, 8, 10, 12 by default) the configuration is trained for N epochs on the
-ablation's variants and seeds -- through benchmarks/ablation.py, so runs are the runner's
-own, resumable and kept under --output-dir/<N>-epochs/ -- and the table sets every budget's
-validation accuracy beside the reference runs (a grid folder: the 12-epoch grid of 2026-11-29,
-kept in git history as docs/ at commit 4be691c). Validation only: the test set stays for the
-final figures.
+For each budget N the configuration is trained for N epochs on the ablation's variants and
+seeds -- through benchmarks/ablation.py, so runs are the runner's own, resumable and kept
+under --output-dir/<N>-epochs/ -- and the table gives every budget's validation accuracy per
+seed and the training accuracy in inference mode (how far the model fits its training
+images), the shortest budget within --tolerance of the best, and a figure of both.
+Validation only: the test set stays for the final figures.
 
-    git worktree add ../grid-12-epochs 4be691c
-    python benchmarks/frontier.py --config lr_peak_x1.5 --runs-at 8=benchmarks/ablation-runs \\
-        --baseline-flags "--adam-peak-lr 0.004 --sgd-peak-lr 0.05" \\
-        --reference ../grid-12-epochs/docs --table benchmarks/frontier.md
+    python benchmarks/frontier.py --config baseline --epochs 8 12 16 24 32 \
+        --output-dir benchmarks/plateau-runs --table benchmarks/plateau.md
+    python benchmarks/frontier.py ... --table-only     # table and figure from finished runs
+
+The 6-12 epoch frontier of benchmarks/frontier.md (2026-11-30) was made with
+`--config lr_peak_x1.5 --runs-at 8=benchmarks/ablation-runs --baseline-flags
+"--adam-peak-lr 0.004 --sgd-peak-lr 0.05" --epochs 6 8 10 12`.
 """
 
 import argparse
@@ -18,6 +21,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from ablation import finished_run, write_table  # benchmarks/ is on a script's path
 
@@ -37,7 +42,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", required=True, help="an ablation.py configuration (A+B+...)")
-    p.add_argument("--epochs", type=int, nargs="+", default=[6, 8, 10, 12])
+    p.add_argument("--epochs", type=int, nargs="+", default=[8, 12, 16, 24, 32])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--baseline-flags", default="", metavar="'FLAGS'",
                    help="passed to ablation.py: runner flags that make its baseline")
@@ -48,8 +53,17 @@ def parse_args():
                    help="a grid folder whose runs are a reference row (e.g. the 12-epoch "
                         "recipe's: docs/ at commit 4be691c)")
     p.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "frontier.md")
+    p.add_argument("--figure", type=Path, default=None,
+                   help="accuracy against the budget (default: the table's name, .png)")
+    p.add_argument("--tolerance", type=float, default=0.2,
+                   help="pp: the shortest budget whose mean validation accuracy is within "
+                        "this of the best budget's is the suggested --epochs")
     p.add_argument("--table-only", action="store_true", help="no training, only the table")
-    return p.parse_args()
+    p.add_argument("--base-flags", nargs=argparse.REMAINDER, default=[],
+                   help="more runner flags for every run (e.g. --precision mixed_bfloat16)")
+    args = p.parse_args()
+    args.figure = args.figure or args.table.with_suffix(".png")
+    return args
 
 
 def folder_for(args, epochs):
@@ -67,40 +81,98 @@ def train(args, epochs):
                    str(epochs), "--seeds", *map(str, args.seeds), "--variant", *variant,
                    "--configs", args.config, f"--baseline-flags={args.baseline_flags}",
                    "--output-dir", str(folder_for(args, epochs)),
-                   "--table", str(folder_for(args, epochs) / f"{'_'.join(variant)}.md")]
+                   "--table", str(folder_for(args, epochs) / f"{'_'.join(variant)}.md"),
+                   "--base-flags", *args.base_flags]
         print("$", " ".join(command[1:]), flush=True)
         if subprocess.run(command).returncode != 0:
             sys.exit(f"error: {args.config} at {epochs} epochs failed")
 
 
-def cell(found):
-    return f"{100 * found['val_accuracy']:.2f}" if found else "–"
+def cell(found, key="val_accuracy"):
+    return f"{100 * found[key]:.2f}" if found else "–"
 
 
-def table(args):
-    lines = [f"Configuration `{args.config}`: validation accuracy (%) of the best epoch against "
-             f"the epoch budget, seeds {', '.join(map(str, args.seeds))} (mean in bold); "
-             + (f"reference: the runs in `{args.reference.name}/runs/` (the 12-epoch recipe); "
-                if args.reference else "") +
-             f"s/epoch: mean wall seconds per epoch on the machine as it was (a rough cost).",
-             "", "| variant | epochs | " + " | ".join(f"seed {s}" for s in args.seeds) +
-             " | mean | s/epoch |", "|---|---:|" + "---:|" * (len(args.seeds) + 2)]
+def mean_of(found, key):
+    """The mean over seeds, None where a run did not record it (older runs: no train
+    accuracy in inference mode)."""
+    values = [f.get(key) for f in found]
+    return None if None in values else statistics.mean(values)
+
+
+def percent(value):
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def suggested_budget(args, rows_by_variant):
+    """The shortest budget whose mean validation accuracy is within --tolerance pp of the best
+    budget's, in every variant (None until every budget has all its seeds)."""
+    chosen = []
+    for rows in rows_by_variant.values():
+        means = {epochs: mean_of(found, "val_accuracy") for epochs, found in rows}
+        if not means or len(means) < len(args.epochs):
+            return None
+        best = max(means.values())
+        chosen.append(min(e for e, m in means.items() if m >= best - args.tolerance / 100))
+    return max(chosen, default=None)
+
+
+def finished_rows(args):
+    """Per variant, the budgets whose every seed has finished: [(epochs, [run per seed])]."""
+    rows = {}
     for variant in VARIANTS:
-        rows = [(f"{epochs}", [finished_ok(folder_for(args, epochs) / args.config, variant, s)
-                               for s in args.seeds]) for epochs in args.epochs]
+        for epochs in sorted(args.epochs):
+            found = [finished_ok(folder_for(args, epochs) / args.config, variant, s)
+                     for s in args.seeds]
+            if all(found):
+                rows.setdefault(variant, []).append((epochs, found))
+    return rows
+
+
+def table(args, rows_by_variant, chosen):
+    lines = [f"Configuration `{args.config}`: validation accuracy (%) of the best epoch against "
+             f"the epoch budget (each budget its own runs, the schedule fitted to it), seeds "
+             f"{', '.join(map(str, args.seeds))}; train (inference): accuracy on the training "
+             f"images with dropout off and no augmentation, the mean over seeds -- how far the "
+             f"model fits what it trains on; " +
+             (f"reference: the runs in `{args.reference.name}/runs/`; " if args.reference else "") +
+             "s/epoch: mean wall seconds per epoch on the machine as it was (a rough cost).",
+             "", "| variant | epochs | " + " | ".join(f"seed {s}" for s in args.seeds) +
+             " | mean | train (inference) | s/epoch |", "|---|---:|" + "---:|" * (len(args.seeds) + 3)]
+    for variant in VARIANTS:
+        rows = [(str(e), found) for e, found in rows_by_variant.get(variant, [])]
+        missing = [e for e in sorted(args.epochs) if e not in dict(rows_by_variant.get(variant, []))]
         reference = [finished_ok(args.reference, variant, s) for s in args.seeds
                      ] if args.reference else [None]
         if all(reference):
             rows.append((f"{reference[0]['epochs_run']}, reference recipe", reference))
-        name = next((f["name"] for _, found in rows for f in found if f), "/".join(variant))
+        name = next((f["name"] for _, found in rows for f in found), "/".join(variant))
         for label, found in rows:
-            mean = (f"**{100 * statistics.mean(f['val_accuracy'] for f in found):.2f}**"
-                    if all(found) else "(unfinished)")
-            seconds = (f"{statistics.mean(f['train_seconds'] / f['epochs_run'] for f in found):.0f}"
-                       if all(found) else "")
+            seconds = mean_of([{"s": f["train_seconds"] / f["epochs_run"]} for f in found], "s")
             lines.append(f"| {name} | {label} | " + " | ".join(map(cell, found)) +
-                         f" | {mean} | {seconds} |")
+                         f" | **{100 * mean_of(found, 'val_accuracy'):.2f}** | "
+                         f"{percent(mean_of(found, 'train_eval_accuracy'))} | {seconds:.0f} |")
+        for epochs in missing:
+            lines.append(f"| {name} | {epochs} | " + " | ".join("–" for _ in args.seeds) +
+                         " | (unfinished) | | |")
+    if chosen:
+        lines += ["", f"The shortest budget within {args.tolerance:g} pp of the best budget's mean "
+                      f"validation accuracy, in both variants: **{chosen} epochs**" +
+                      (" -- the longest measured: the plateau may lie beyond it." if
+                       chosen == max(args.epochs) else ".")]
     return "\n".join(lines) + "\n"
+
+
+def draw(args, rows_by_variant, chosen):
+    from visualization_utils import plot_frontier  # here: matplotlib only when drawing
+
+    curves = []
+    for variant, rows in rows_by_variant.items():
+        run = rows[0][1][0]
+        points = [(epochs, f["val_accuracy"], f.get("train_eval_accuracy", np.nan))
+                  for epochs, found in rows for f in found]
+        curves.append((run, run["name"], points))
+    if curves:
+        plot_frontier(curves, args.figure, chosen=chosen, tolerance=args.tolerance / 100)
 
 
 def main():
@@ -108,7 +180,10 @@ def main():
     if not args.table_only:
         for epochs in args.epochs:
             train(args, epochs)
-    write_table(args.table, table(args))
+    rows = finished_rows(args)
+    chosen = suggested_budget(args, rows)
+    write_table(args.table, table(args, rows, chosen))
+    draw(args, rows, chosen)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ side from a finished grid of the same recipe instead of training it (its runs at
 
     python benchmarks/parity.py                                  # 2 variants x 2 seeds
     python benchmarks/parity.py --float32-runs docs              # float32 from a grid
+    python benchmarks/parity.py --float32-runs docs \\
+        --bfloat16-runs benchmarks/plateau-runs/8-epochs/baseline   # shared with the frontier
     python benchmarks/parity.py --table-only
 """
 
@@ -37,6 +39,9 @@ def parse_args():
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "parity-runs")
     p.add_argument("--float32-runs", type=Path, default=None, metavar="DIR",
                    help="a finished grid of the same recipe in float32, instead of training it")
+    p.add_argument("--bfloat16-runs", type=Path, default=None, metavar="DIR",
+                   help="the folder of the bfloat16 runs (default: OUTPUT_DIR/bfloat16); the "
+                        "frontier's 8-epoch baseline folder lets both share them")
     p.add_argument("--runner-flags", nargs=argparse.REMAINDER, default=[],
                    help="more runner flags for every run (the recipe stays the default's)")
     p.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "parity.md")
@@ -49,6 +54,8 @@ def parse_args():
 def folder_of(args, precision):
     if precision == "float32" and args.float32_runs:
         return args.float32_runs
+    if precision == "bfloat16" and args.bfloat16_runs:
+        return args.bfloat16_runs
     return args.output_dir / precision
 
 

@@ -246,7 +246,7 @@ def test_compute_sentence_splits_a_multi_seed_grid_by_seed():
 
 def test_report_only_without_runs_is_a_clear_error(tmp_path, capsys):
     assert fm.main(["--report-only", "--output-dir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    assert capsys.readouterr().err == f"error: {tmp_path}: no finished runs to report\n"
 
 
 def test_list_variants_trains_nothing(tmp_path, capsys):
@@ -274,6 +274,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err  # no 30-line usage block above it
 
 
 def test_tune_lr_with_report_only_only_reports():
@@ -285,15 +286,24 @@ def test_tune_lr_with_report_only_only_reports():
 def test_help_lists_every_recipe_setting(capsys):
     import dataclasses
 
+    import training
     from training import Recipe
 
     with pytest.raises(SystemExit):
         fm.parse_args(["--help"])
     text = capsys.readouterr().out
     for field in dataclasses.fields(Recipe):
-        flag = field.metadata["cli"].get("flag", "--" + field.name.replace("_", "-"))
-        assert flag is None or flag in text, field.name
-    assert "--scale-with-replicas" in text and "--lr-scale" in text
+        assert training.flag_of(field) in text, field.name
+    # the single multiplier's old name works, hidden (one letter from --lr-scales)
+    assert "--peak-lr-factor F" in text and not re.search(r"--lr-scale(?!s)", text)
+    assert fm.parse_args(["--lr-scale", "2"]).lr_scale == 2.0 == \
+        fm.parse_args(["--peak-lr-factor", "2"]).lr_scale
+    # the techniques that are off by default in a group of their own, after the recipe
+    recipe, techniques = text.split("\nthe recipe")[1].split("\ntraining techniques, off by default")
+    assert "--epochs" in recipe and "--adam-peak-lr" in recipe and "--translate" not in recipe
+    for flag in ("--label-smoothing", "--ema", "--translate", "--random-erasing", "--dirac-init",
+                 "--no-bn-scale", "--lookahead", "--alternating-flips"):
+        assert flag in techniques.split("\nwhere and how it runs")[0], flag
     # a default shown once, where it is a value (not "None", not a switch's True/False)
     assert "(default: 8)" in " ".join(text.split())
     assert not re.search(r"\(default: (None|True|False)\)", " ".join(text.split()))

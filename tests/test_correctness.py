@@ -21,7 +21,7 @@ import fashion_mnist_cnn as fm
 import run_store
 import training
 from data import prepare_data
-from errors import DataError, UsageError
+from errors import UsageError
 from models import Variant, build_model
 from training import Recipe
 from training_callbacks import RecomputeBatchNormStatistics
@@ -339,13 +339,3 @@ def test_quick_runs_get_their_own_folder():
                                                                   precision=training.resolve_precision("auto")[0])
     auto = training.resolve_precision("auto")[0]  # this machine's: the tests run anywhere
     assert Recipe.from_args(fm.parse_args([])) == Recipe(precision=auto)
-
-
-@pytest.mark.parametrize("environ, error", [
-    ({"JOB_COMPLETION_INDEX": "0"}, "--shard-count"),
-    ({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "4"}, "not within"),
-])
-def test_usage_problems_are_not_called_data_errors(environ, error):
-    with pytest.raises(UsageError, match=error) as raised:
-        run_store.shard_from_environment(None, None, environ)
-    assert not isinstance(raised.value, DataError)

@@ -138,13 +138,17 @@ def test_bad_shard_environment_is_a_clear_error(argv, environ, message):
         plan(argv, environ)
 
 
-@pytest.mark.parametrize("argv", [["--shard", "4/4"], ["--shard", "1"], ["--shard", "a/b"],
-                                  ["--seeds", "1", "1"], ["--seed", "1", "--seeds", "2"],
-                                  ["--bn-momentum", "1"], ["--distribute", "ring"]])
-def test_bad_scaling_arguments_exit_2(argv, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--shard", "4/4"], "need 0 <= I < N"), (["--shard", "1"], "not I/N"),
+    (["--shard", "a/b"], "not I/N"), (["--seeds", "1", "1"], "repeats a seed"),
+    (["--seed", "1", "--seeds", "2"], "not both"),
+    (["--bn-momentum", "1"], "--bn-momentum must be between 0 and 1"),
+    (["--distribute", "ring"], "invalid choice: 'ring'")])
+def test_bad_scaling_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         fm.parse_args(argv)
-    assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_mirrored_on_two_cpus_is_the_same_experiment_as_one_device(short_run, tmp_path):

@@ -21,6 +21,8 @@ from models import Variant, build_model, trainable_params
 from training import Recipe
 from training_callbacks import Lookahead
 
+FLAGS = training.setting_names()  # how the runner names settings in refusals
+
 
 def shifted(image, dy, dx):
     """image moved down dy and right dx whole pixels, zeros where it came from outside."""
@@ -65,7 +67,7 @@ def test_label_smoothing_trains_on_one_hot_targets():
 
 def test_runs_from_before_the_recorded_peaks_are_told_apart():
     """The default peaks changed (AdamW 2e-3, 4e-3, now 6e-3; SGD 0.05, now 0.075): a run made
-    before the peaks were recorded reads as 2e-3 / 0.05 x its --lr-scale, and a run at an
+    before the peaks were recorded reads as 2e-3 / 0.05 x its lr_scale, and a run at an
     earlier default is refused beside one with today's."""
     old = {"settings": {"epochs": 12, "lr_scale": 2.0}}
     assert run_store.settings_of(old)["adam_peak_lr"] == pytest.approx(4e-3)
@@ -74,10 +76,10 @@ def test_runs_from_before_the_recorded_peaks_are_told_apart():
     assert now["adam_peak_lr"] == Recipe().adam_peak_lr == 6e-3 and now["sgd_peak_lr"] == 0.075
     recorded = {k: v for k, v in now.items() if k not in ("adam_peak_lr", "sgd_peak_lr")}
     with pytest.raises(UsageError, match=r"--adam-peak-lr 0.002 \(now 0.006\)"):
-        run_store.check_same_settings(recorded, now, "old run")
+        run_store.check_same_settings(recorded, now, "old run", FLAGS)
     twelve_epochs = {**now, "epochs": 12, "adam_peak_lr": 4e-3, "sgd_peak_lr": 0.05}
     with pytest.raises(UsageError, match=r"--epochs 12 \(now 8\)"):
-        run_store.check_same_settings(twelve_epochs, now, "12-epoch run")
+        run_store.check_same_settings(twelve_epochs, now, "12-epoch run", FLAGS)
 
 
 def test_settings_that_became_recipe_fields_read_as_the_values_older_runs_had():
@@ -87,9 +89,54 @@ def test_settings_that_became_recipe_fields_read_as_the_values_older_runs_had():
     old = {k: v for k, v in dataclasses.asdict(Recipe()).items()
            if k not in ("warmup_epochs", "sgd_momentum", "sgd_weight_decay", "test_images")}
     assert run_store.settings_of({"settings": old}) == dataclasses.asdict(Recipe())
-    run_store.check_same_settings(old, dataclasses.asdict(Recipe()), "old run")  # the same
+    run_store.check_same_settings(old, dataclasses.asdict(Recipe()), "old run", FLAGS)  # the same
     with pytest.raises(UsageError, match=r"--sgd-momentum 0.9 \(now 0.95\)"):
-        run_store.check_same_settings(old, dataclasses.asdict(Recipe(sgd_momentum=0.95)), "old")
+        run_store.check_same_settings(old, dataclasses.asdict(Recipe(sgd_momentum=0.95)), "old", FLAGS)
+
+
+def test_refusals_name_the_flags_that_exist():
+    """A changed setting is named by the flag that sets it (taken from the Recipe, as the
+    runner's parser is): a value flag with its values, a switch or derived setting by its
+    settings.json key and its flag; a retired setting at its neutral value is no difference."""
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    assert training.flag_of(fields["bn_scale"]) == "--no-bn-scale"
+    assert training.flag_of(fields["replica_scaling"]) == "--scale-with-replicas"
+    assert training.flag_of(fields["lr_scale"]) == "--peak-lr-factor"
+    now = dataclasses.asdict(Recipe())
+    for changed, message in [({"bn_scale": False}, "bn_scale (--no-bn-scale) False (now True)"),
+                             ({"tta": False}, "tta (--no-tta) False (now True)"),
+                             ({"replica_scaling": 2},
+                              "replica_scaling (--scale-with-replicas) 2 (now 1)"),
+                             ({"lr_scale": 2.0}, "--peak-lr-factor 2.0 (now 1.0)"),
+                             ({"tta_translate": 1}, "tta_translate 1 (now None)")]:
+        with pytest.raises(UsageError) as refused:
+            run_store.check_same_settings({**now, **changed}, now, "run", FLAGS)
+        assert f"run: made with {message};" in str(refused.value)
+    run_store.check_same_settings({**now, "tta_translate": 0}, now, "run", FLAGS)  # retired, off
+
+
+def test_random_erasing_keeps_shapes_erases_only_with_its_probability_and_replays():
+    """--random-erasing P: images keep shape and range; with P = 1 every image has a changed
+    rectangle, with P = 0 the pipeline is the flips alone; a pipeline rebuilt with the same
+    seed (a resumed run's) draws the same augmentations, another seed others."""
+    images = np.full((64, 28, 28, 1), 0.5, np.float32)  # flips leave a constant image alone
+
+    def batches(p, seed=0):
+        ds = make_dataset(images, np.arange(64), 32, training=True, seed=seed, random_erasing=p)
+        return [(np.asarray(x), np.asarray(y)) for x, y in ds]
+
+    erased = batches(1.0)
+    assert [x.shape for x, _ in erased] == [(32, 28, 28, 1)] * 2
+    x = np.concatenate([b for b, _ in erased])
+    changed = (x != 0.5).reshape(64, -1)
+    assert changed.any(axis=1).all() and 0.0 <= x.min() and x.max() <= 1.0
+    assert 0.01 < changed.mean() < 0.5  # a rectangle, not the image
+    rows = changed.reshape(64, 28, 28).any(axis=2)  # the erased rows are contiguous
+    assert all(np.ptp(np.flatnonzero(r)) + 1 == r.sum() for r in rows)
+    assert all((x == 0.5).all() for x, _ in batches(0.0))
+    again, other = batches(1.0), batches(1.0, seed=1)
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(erased, again))
+    assert not all(np.array_equal(a, b) for (a, _), (b, _) in zip(erased, other))
 
 
 def test_recipe_fields_reach_the_sgd_optimizer_and_the_warm_up():
@@ -178,7 +225,7 @@ def test_alternating_flips_mirror_each_image_in_every_other_epoch():
 
 
 def test_bad_candidate_values_are_refused_in_one_line(capsys):
-    for argv in (["--lookahead", "-1"], ["--lookahead-alpha", "0"], ["--tta-translate", "4"]):
+    for argv in (["--lookahead", "-1"], ["--lookahead-alpha", "0"], ["--random-erasing", "1.5"]):
         with pytest.raises(SystemExit):
             fm.parse_args(argv)
         assert argv[0] in capsys.readouterr().err
@@ -195,14 +242,14 @@ def test_a_run_with_every_candidate_saves_the_model_it_validated(tmp_path):
     argv = ["--subset", "640", "--batch-size", "64", "--test-images", "512", "--shift-images",
             "100", "--epochs", "2", "--no-report", "--activation", "relu", "--downsampling",
             "maxpool", "--optimizer", "sgd", "--dirac-init", "--no-bn-scale", "--lookahead", "3",
-            "--tta-translate", "1", "--alternating-flips", "--warmup-epochs", "0.5"]
+            "--random-erasing", "0.5", "--alternating-flips", "--warmup-epochs", "0.5"]
     assert fm.main([*argv, "--output-dir", str(tmp_path)]) == 0
     run_dir = run_store.run_dir(tmp_path, "CNN_ReLU_MaxPool_SGD", 0)
     record = json.loads((run_dir / run_store.METRICS).read_text())
     assert record["status"] == "ok" and record["epochs_run"] == 2
     assert {k: record["settings"][k] for k in ("dirac_init", "bn_scale", "lookahead",
-                                               "tta_translate", "alternating_flips")} == \
-        {"dirac_init": True, "bn_scale": False, "lookahead": 3, "tta_translate": 1,
+                                               "random_erasing", "alternating_flips")} == \
+        {"dirac_init": True, "bn_scale": False, "lookahead": 3, "random_erasing": 0.5,
          "alternating_flips": True}
     model = keras.models.load_model(run_dir / run_store.MODEL)
     history = run_store.read_history(run_dir / run_store.HISTORY)
