@@ -57,13 +57,22 @@ def test_readme_quotes_the_committed_grid_verbatim():
               or re.match(r"\| (\w+ vs \w+|\w+ x \w+) ", line)]       # factor effects
     compute = [line[2:] for line in readme if line.startswith("> Compute:")]
     assert len(quoted) >= 8 + 6 and len(compute) == 1, "the README no longer quotes the grid"
-    # a study's claims table and learning-rate tuning table are quoted whole, where it has them
-    study_row = re.compile(r"\| (\d[ab]?\. |CNN_\w+ \| x\d)")
-    study_rows = [line for line in readme if study_row.match(line)]
-    missing = sorted(line for line in summary if study_row.match(line) and line not in readme)
-    assert not missing, f"docs/summary.md rows the README does not quote: {missing}"
-    stale = [line for line in quoted + compute + study_rows if line not in summary]
-    assert not stale, f"README lines not in docs/summary.md: {stale}"
+    # a study's claims table is quoted whole in the README, its tuning table in findings.md
+    claim_row, tuning_row = re.compile(r"\| \d[a-z]?\. "), re.compile(r"\| CNN_\w+ \| x\d")
+    findings = (ROOT / "docs" / "findings.md").read_text().splitlines()
+    study_rows = [line for line in readme if claim_row.match(line)]
+    tuning_rows = [line for line in findings if tuning_row.match(line)]
+    missing = sorted(line for line in summary if (claim_row.match(line) and line not in readme)
+                     or (tuning_row.match(line) and line not in findings))
+    assert not missing, f"docs/summary.md rows the README or findings.md do not quote: {missing}"
+    stale = [line for line in quoted + compute + study_rows + tuning_rows if line not in summary]
+    assert not stale, f"README or findings.md lines not in docs/summary.md: {stale}"
+
+
+def test_the_readme_is_a_front_page():
+    """The README stays short enough to read: the longer readings live in docs/."""
+    size = len((ROOT / "README.md").read_bytes())
+    assert size <= 20_000, f"README.md is {size:,} bytes; move readings to docs/"
 
 
 def test_the_committed_grid_is_what_the_readme_command_trains():
