@@ -348,10 +348,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs and the last finished epoch are saved, and the "
               "report shows the finished runs; rerun the same command to resume", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `--list-variants | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's documented way
         return 0
-        return 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

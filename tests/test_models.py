@@ -102,8 +102,7 @@ def test_every_registered_level_builds_what_it_names():
         has_acts = {"down1_act", "down2_act", "down3_act"} <= set(unit_layers(model))
         assert has_acts == (downsampling == "strided")  # dead units counted where they can be
     for optimizer, kind in (("adam", keras.optimizers.AdamW), ("sgd", keras.optimizers.SGD)):
-        from training import Recipe, make_optimizer
-        assert type(make_optimizer(Variant("relu", "maxpool", optimizer), 10, Recipe())) is kind
+        assert type(training.make_optimizer(Variant("relu", "maxpool", optimizer), 10, Recipe())) is kind
 
 
 def test_an_unknown_level_is_refused_not_built_as_another():

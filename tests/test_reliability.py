@@ -114,7 +114,8 @@ def test_bad_output_dir_is_refused_and_left_alone(tmp_path, capsys):
         fm.main(["--output-dir", str(a_file), *ONE])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1].endswith(f"error: --output-dir {a_file} is a file, not a folder")
+    assert err.endswith(f": error: --output-dir {a_file} is a file, not a folder (see --help)\n")
+    assert err.count("\n") == 1  # one line, no usage block
     assert a_file.read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # nothing else written
 
