@@ -256,6 +256,17 @@ def test_list_variants_trains_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_registered_levels_join_the_grid_by_flag(tmp_path, capsys):
+    """GELU and average pooling, off by default, are one flag away: named, built, counted;
+    average pooling has no parameters of its own (the max-pooling model's count)."""
+    assert fm.main(["--list-variants", "--activation", "relu", "gelu", "--downsampling",
+                    "maxpool", "avgpool", "--optimizer", "sgd"]) == 0
+    listed = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.strip().splitlines())
+    assert list(listed) == ["CNN_ReLU_MaxPool_SGD", "CNN_ReLU_AvgPool_SGD",
+                            "CNN_GELU_MaxPool_SGD", "CNN_GELU_AvgPool_SGD"]
+    assert len(set(listed.values())) == 1  # 595,114 trainable parameters each
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "0"], "must be at least 1"), (["--activation", "tanh"], "invalid choice"),
     (["--subset", "5"], "--subset must be between"), (["--val-fraction", "1.5"], "--val-fraction"),
