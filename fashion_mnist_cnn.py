@@ -107,9 +107,10 @@ def build_parser():
                       help="tune each variant's peak with the same budget, then compare: the "
                            "--lr-scales sweep (default: "
                            f"{' '.join(f'{m:g}' for m in lr_tuning.DEFAULT_SWEEP)}) on the first "
-                           "seed, extended by one point beyond an edge while the best "
-                           "validation accuracy sits there (up to "
-                           f"{lr_tuning.MAX_EXTENSIONS}), then the other seeds at each "
+                           "seed, extended by a doubling on each side while that side is "
+                           f"within {100 * lr_tuning.TUNING_BAND:g} pp of the best validation "
+                           f"accuracy (up to x1/{lr_tuning.MAX_MULTIPLIER} and "
+                           f"x{lr_tuning.MAX_MULTIPLIER}), then the other seeds at each "
                            "variant's best multiplier")
 
     recipe = p.add_argument_group("the recipe (stored with every run as settings.json)")
@@ -310,8 +311,8 @@ def label(variant, multiplier):
 
 
 def tune_learning_rates(variants, seeds, scales, recipe, context, after_each_run=None):
-    """The tuning protocol (lr_tuning): the sweep on the first seed, grown while a
-    variant's best validation accuracy sits at an edge; then the other seeds at each
+    """The tuning protocol (lr_tuning): the sweep on the first seed, grown on each side
+    while that side is within the band of the variant's best; then the other seeds at each
     variant's chosen multiplier. Resumable like any grid: every decision is taken again
     from the finished runs."""
     failed, planned = [], []

@@ -3,9 +3,12 @@
 A run's lr_multiplier scales its optimizer's peak learning rate (the recipe's peak, so 1 is
 the recipe as it stands). Comparing optimizers at one shared setting measures the tuning,
 not the optimizer (Wilson et al. 2017; Choi et al. 2019; Schmidt et al. 2021): each variant
-gets the same budget -- a log2 grid of multipliers around the recipe's peak, on one seed,
-extended by one point beyond an edge while the best validation accuracy sits there (Wilson
-et al. 2017) -- and is then compared at its own best point, over more seeds. Choices are
+gets the same rule -- a log2 grid of multipliers around the recipe's peak, on one seed,
+extended by one doubling on each side while that side's end is still within TUNING_BAND of
+the best (up to x1/16 and x16), so the best point is inside and the range of good peaks is
+bounded on both sides (Wilson et al. 2017 extend while the best is at an edge; the band
+rule also measures "needs little tuning") -- and is then compared at its own best point,
+over more seeds. The rule is the same for every variant; the budget follows from it. Choices are
 made on validation accuracy only; the test set is not looked at.
 
 Pure functions of the runner's records (name, seed, status, lr_multiplier, val_accuracy):
@@ -19,7 +22,7 @@ import numpy as np
 from run_store import lr_multiplier_of
 
 DEFAULT_SWEEP = (0.5, 1.0, 2.0)  # multipliers of the recipe's peaks: a log2 grid around it
-MAX_EXTENSIONS = 3               # points a variant's sweep may grow by beyond its edges
+MAX_MULTIPLIER = 16              # the sweep stops at x1/16 and x16 (a stated cap, "≥" beyond)
 TUNING_BAND = 0.005              # "needs little tuning": the range within 0.5 pp of the best
 
 
@@ -79,25 +82,29 @@ def tuned_runs(runs):
     return [r for r in runs if chosen.get(r["name"], lr_multiplier_of(r)) == lr_multiplier_of(r)]
 
 
-def sweep_plan(variants, seed, scales, runs, max_extensions=MAX_EXTENSIONS):
+def sweep_plan(variants, seed, scales, runs, band=TUNING_BAND, cap=MAX_MULTIPLIER):
     """The sweep's (variant, seed, multiplier) runs given those finished so far: every
-    variant at every multiplier of `scales`, and -- once a variant's points have all
-    finished and its best sits at an edge -- one more point beyond that edge (the grid's
-    step: x2 for a log2 grid), up to max_extensions per variant. Called again as runs
-    finish, until the plan stops growing."""
+    variant at every multiplier of `scales`; once all of a variant's points have finished,
+    one more point beyond each end whose validation accuracy is still within `band` of the
+    variant's best (the grid's step: x2 for a log2 grid), never past x1/cap or x cap, nor
+    past a run that diverged. Called again as runs finish, until the plan stops growing."""
     plan = []
     for variant in variants:
         points = sorted(scales)
         done = {lr_multiplier_of(r): r for r in runs if r["name"] == variant.name and r["seed"] == seed}
-        while len(points) < len(scales) + max_extensions and all(p in done for p in points):
-            best = best_point([(p, done[p]["val_accuracy"] if done[p]["status"] == "ok" else None)
-                               for p in points])
-            if best is None or len(points) < 2 or points[0] < best < points[-1]:
+        while len(points) >= 2 and all(p in done for p in points):
+            value = {p: done[p]["val_accuracy"] if done[p]["status"] == "ok" else None for p in points}
+            if best_point(list(value.items())) is None:
                 break
-            if best == points[-1]:
-                points.append(points[-1] * points[-1] / points[-2])
-            else:
-                points.insert(0, points[0] * points[0] / points[1])
+            best = max(v for v in value.values() if v is not None)
+            low = points[0] * points[0] / points[1]
+            high = points[-1] * points[-1] / points[-2]
+            grow = [(end, new) for end, new in ((points[0], low), (points[-1], high))
+                    if value[end] is not None and value[end] >= best - band
+                    and 1 / cap - 1e-9 <= new <= cap + 1e-9]
+            if not grow:
+                break
+            points = sorted(points + [new for _, new in grow])
         plan += [(variant, seed, p) for p in points]
     return plan
 

@@ -82,22 +82,33 @@ def test_the_choice_uses_only_the_sweep_seeds():
     assert lr_tuning.chosen_multipliers(failed) == {"A": 0.5}
 
 
-def test_sweep_grows_beyond_an_edge_until_the_best_is_inside():
+def test_sweep_grows_on_each_side_until_it_leaves_the_band():
+    """Each end of a variant's sweep grows by a doubling while its validation accuracy is
+    within 0.5 pp of the best: the window of good peaks is then bounded on both sides (or
+    stopped at x1/16 or x16, or at a run that diverged)."""
     v = Variant("relu", "maxpool", "sgd")
     name = v.name
     plan = lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], [])
     assert plan == [(v, 0, 0.5), (v, 0, 1), (v, 0, 2)]
-    done = [record(name, 0, 0.5, 0.90), record(name, 0, 1, 0.91), record(name, 0, 2, 0.92)]
-    assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], done)] == [0.5, 1, 2, 4]
-    done.append(record(name, 0, 4, 0.915))  # x2 is now inside: the sweep is complete
-    assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], done)] == [0.5, 1, 2, 4]
-    low = [record(name, 0, m, 0.95 - m / 100) for m in (0.5, 1, 2, 0.25, 0.125, 0.0625)]
-    # always best at the low edge: three more points, then it stops
-    assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], low)] == [
-        0.0625, 0.125, 0.25, 0.5, 1, 2]
+
+    def plan_with(accuracy_of):
+        runs = [record(name, 0, 2.0 ** k, accuracy_of(2.0 ** k)) for k in range(-6, 7)]
+        return [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], runs)]
+
+    # best at x2, 0.93; x1 0.924 and x4 0.926 still in the band, x0.5 0.9 and x8 0.92 out
+    curve = {0.5: 0.90, 1: 0.924, 2: 0.93, 4: 0.926, 8: 0.92}
+    assert plan_with(lambda m: curve.get(m, 0.5)) == [0.5, 1, 2, 4, 8]
+    # both ends inside the band: both grow, one doubling each round
+    assert plan_with(lambda m: 0.93 - 0.004 * abs(np.log2(m)) ** 2) == [0.25, 0.5, 1, 2, 4]
+    # flat everywhere: stopped at the stated caps
+    assert plan_with(lambda m: 0.93) == [2.0 ** k for k in range(-4, 5)]
+    # best at the low edge and falling: the low side grows while in the band
+    assert plan_with(lambda m: 0.95 - m / 100) == [0.0625, 0.125, 0.25, 0.5, 1, 2]
     diverged = [record(name, 0, 0.5, 0.90), record(name, 0, 1, 0.91),
                 record(name, 0, 2, None, "failed")]
-    assert len(lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], diverged)) == 3  # no step past a failure
+    assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], diverged)] == [0.5, 1, 2]
+    # until the first points finish, nothing grows
+    assert len(lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], diverged[:2])) == 3
 
 
 def factorial_runs(metric, effect_of, seeds=range(3), noise=0.001):
