@@ -48,7 +48,8 @@ def parse_args():
                    help="passed to ablation.py: runner flags that make its baseline")
     p.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "frontier-runs")
     p.add_argument("--runs-at", type=budget_and_folder, nargs="*", default=[], metavar="N=DIR",
-                   help="take budget N's runs from this ablation folder instead (already run)")
+                   help="take budget N's runs from this folder instead (already run): an "
+                        "ablation folder, or a runner output folder such as a grid's")
     p.add_argument("--reference", type=Path, default=None,
                    help="a grid folder whose runs are a reference row (e.g. the 12-epoch "
                         "recipe's: docs/ at commit 4be691c)")
@@ -68,6 +69,13 @@ def parse_args():
 
 def folder_for(args, epochs):
     return dict(args.runs_at).get(epochs, args.output_dir / f"{epochs}-epochs")
+
+
+def runs_folder_for(args, epochs):
+    """The runner output folder of a budget's runs: the configuration's folder inside an
+    ablation folder, or a --runs-at folder that is a runner output folder itself (a grid)."""
+    folder = folder_for(args, epochs)
+    return folder / args.config if (folder / args.config).is_dir() else folder
 
 
 def finished_ok(folder, variant, seed):
@@ -121,7 +129,7 @@ def finished_rows(args):
     rows = {}
     for variant in VARIANTS:
         for epochs in sorted(args.epochs):
-            found = [finished_ok(folder_for(args, epochs) / args.config, variant, s)
+            found = [finished_ok(runs_folder_for(args, epochs), variant, s)
                      for s in args.seeds]
             if all(found):
                 rows.setdefault(variant, []).append((epochs, found))
