@@ -95,6 +95,17 @@ def require_real_data():
 _real_data_error = None
 
 
+def assert_real_png(path, min_side=400):
+    """A drawn figure: a PNG that decodes, of a readable size, with more than a background
+    (a file size alone passes for a blank or broken canvas)."""
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    assert min(pixels.shape[:2]) >= min_side, f"{path}: {pixels.shape[:2]} pixels"
+    assert pixels[..., :3].std() > 0.05, f"{path} looks blank"
+    return pixels
+
+
 def inference_accuracy(model, x, y):
     """Accuracy of a saved model in inference mode (dropout off, batch norm's statistics)."""
     return float((model.predict(x, batch_size=256, verbose=0).argmax(axis=1) == y).mean())

@@ -7,10 +7,9 @@ import re
 import shutil
 
 import keras
-import matplotlib.image
 import numpy as np
 import pytest
-from conftest import TINY_GRID, TINY_NAMES, WORKER_GRID
+from conftest import TINY_GRID, TINY_NAMES, WORKER_GRID, assert_real_png
 
 import fashion_mnist_cnn as fm
 import report
@@ -126,10 +125,7 @@ def test_saved_model_predicts_as_before_saving(tiny_grid):
 def test_figures_are_real_pngs(tiny_grid):
     out, _, _ = tiny_grid
     for path in figure_paths(out):
-        assert path.stat().st_size > 20_000, path
-        pixels = matplotlib.image.imread(path)
-        assert pixels.shape[0] > 400 and pixels.shape[1] > 400
-        assert pixels[..., :3].std() > 0.05, f"{path} looks blank"
+        assert_real_png(path)
 
 
 def test_report_html_is_self_contained(tiny_grid):

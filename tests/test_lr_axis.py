@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from conftest import require_real_data
+from conftest import assert_real_png, require_real_data
 
 import fashion_mnist_cnn as fm
 import run_store
@@ -41,7 +41,8 @@ def test_each_multiplier_is_a_run_of_its_own(sweep):
         assert sorted(float(r["lr_multiplier"]) for r in csv.DictReader(f)) == [0.5, 1.0]
     summary = (sweep / "summary.md").read_text()
     assert "## Learning rate, tuned per variant" in summary and "x0.5: " in summary
-    assert (sweep / "lr_sensitivity.png").stat().st_size > 20_000
+    pixels = assert_real_png(sweep / "lr_sensitivity.png")
+    assert pixels.shape[1] < 1.6 * pixels.shape[0]  # one optimizer swept: one panel, not two
     best = max(records, key=lambda r: (r["val_accuracy"], -abs(r["lr_multiplier"] - 1)))
     chosen = f"x{best['lr_multiplier']:g} ({best['peak_lr']:.3g})"
     assert f"| {NAME} | " in summary and chosen in summary  # picked on validation

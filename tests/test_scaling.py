@@ -7,7 +7,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
-from conftest import WORKER_GRID, SHORT_RUN, finish, start_cli
+from conftest import SHORT_RUN, WORKER_GRID, assert_real_png, finish, start_cli
 
 import fashion_mnist_cnn as fm
 import run_store
@@ -63,7 +63,7 @@ def test_shard_folders_merge_to_the_shared_dir_rows(shared_and_sharded):
 
 def test_multi_seed_report_has_statistics_and_factor_plot(tiny_grid):
     out = tiny_grid[0]
-    assert (out / "factor_effects.png").stat().st_size > 20_000
+    assert_real_png(out / "factor_effects.png")
     summary = (out / "summary.md").read_text()
     for section in ("## What the data support", "## Variants over seeds",
                     "## Factor effects on test accuracy", "## Convergence speed"):
