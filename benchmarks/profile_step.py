@@ -10,6 +10,7 @@ gives shares of the total op time, not of the wall time.
 
     python benchmarks/profile_step.py                       # CNN_ReLU_MaxPool_Adam
     python benchmarks/profile_step.py --variant leakyrelu strided sgd --steps 40
+    python benchmarks/profile_step.py --precision mixed_bfloat16
 """
 
 import argparse
@@ -61,14 +62,14 @@ def category(path, op_type, model_name):
     return "other (metrics, casts, bookkeeping)"
 
 
-def profile(variant, steps, batch_size):
-    training.start_run(0, "float32")
+def profile(variant, steps, batch_size, precision="float32"):
+    training.start_run(0, precision)
     rng = np.random.default_rng(0)
     images = rng.random((batch_size * steps, 28, 28, 1), dtype=np.float32)
     labels = rng.integers(0, 10, len(images)).astype(np.int32)
     dataset = make_dataset(images, labels, batch_size, training=True, seed=0)
     model = training.compiled_model(variant, tf.distribute.get_strategy(), steps,
-                                    training.Recipe(epochs=2))
+                                    training.Recipe(epochs=2, precision=precision))
     model.fit(dataset, epochs=1, verbose=0)  # trace and warm up outside the profile
     logdir = tempfile.mkdtemp(prefix="profile_step_")
     tf.profiler.experimental.start(logdir)
@@ -99,11 +100,12 @@ def main():
     p.add_argument("--variant", nargs=3, default=["relu", "maxpool", "adam"])
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     args = p.parse_args()
     variant = Variant(*args.variant)
-    by_category, by_type = profile(variant, args.steps, args.batch_size)
+    by_category, by_type = profile(variant, args.steps, args.batch_size, args.precision)
     total = sum(by_category.values())
-    print(f"{variant.name}, batch {args.batch_size}, {args.steps} profiled steps: "
+    print(f"{variant.name}, {args.precision}, batch {args.batch_size}, {args.steps} profiled steps: "
           f"{total:.0f} ms of op time per step\n")
     print("| where | ms per step | share |\n|---|---:|---:|")
     for name, ms in by_category.most_common():
