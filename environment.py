@@ -58,6 +58,15 @@ def auto_precision(gpu_count, flags):
     return "float32", "auto: the CPU has no native bfloat16"
 
 
+def slow_bfloat16_warning(precision, gpu_count, flags):
+    """One line when a grid trains in mixed_bfloat16 on a CPU without native bfloat16 math
+    (asked for, or kept from the folder's runs): a software fallback, ~10x slower."""
+    if precision != "mixed_bfloat16" or gpu_count or any(f in flags for f in NATIVE_BF16_FLAGS):
+        return None
+    return ("warning: mixed_bfloat16 on a CPU without native bfloat16 (no amx_bf16 or "
+            "avx512_bf16 flag): a software fallback, measured at 0.11x float32's speed")
+
+
 def gpu_names(tf):
     """Names of the GPUs TensorFlow sees, e.g. ['NVIDIA H200']."""
     names = []

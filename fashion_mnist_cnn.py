@@ -388,9 +388,10 @@ def run(args):
     shard = (None if args.report_only is not None else
              run_store.shard_from_environment(args.shard, args.shard_count, os.environ))
     context = Context(args.output_dir, args.data_dir, strategy, shard, args.fresh, why)
-    warning = environment.gpu_mismatch_warning(len(gpus()))
-    if warning:
-        print(warning, file=sys.stderr)
+    for warning in (environment.gpu_mismatch_warning(len(gpus())),
+                    environment.slow_bfloat16_warning(precision, len(gpus()), environment.cpu_flags())):
+        if warning:
+            print(warning, file=sys.stderr)
     jit = bool(gpus()) and replicas == 1 and not args.deterministic  # jit_compile="auto" on TF
     print(environment.summary_line(environment.describe(tf, keras, strategy, recipe.precision, jit,
                                                         why)), flush=True)

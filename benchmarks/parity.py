@@ -1,7 +1,7 @@
 """Accuracy parity of bfloat16 and float32: the same recipe, seed and split in both precisions.
 
 Each (variant, seed) is trained through the runner once with `--precision mixed_bfloat16`
-and once with `--precision float32` (bfloat16 compute, float32 master weights and softmax),
+(bfloat16 compute, float32 master weights and softmax) and once with `--precision float32`,
 each precision in a folder of its own under --output-dir, seed-major so both precisions see
 the same minutes of the shared machine. The table pairs the two by variant and seed
 (same split, same initialisation) and gives the mean difference in validation accuracy with

@@ -69,6 +69,14 @@ def test_auto_precision_follows_the_hardware(gpus, flags, expected):
     assert policy == expected[0] and why.startswith("auto: ") and expected[1] in why
 
 
+def test_bfloat16_without_native_support_is_named_in_one_line():
+    warning = environment.slow_bfloat16_warning("mixed_bfloat16", 0, frozenset({"avx2"}))
+    assert warning.startswith("warning: mixed_bfloat16 on a CPU without native") and "\n" not in warning
+    for precision, gpus, flags in (("mixed_bfloat16", 0, {"avx512_bf16"}), ("float32", 0, set()),
+                                   ("mixed_bfloat16", 1, set()), ("mixed_bfloat16", 0, {"amx_bf16"})):
+        assert environment.slow_bfloat16_warning(precision, gpus, frozenset(flags)) is None
+
+
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx512_bf16 amx_bf16\n")
