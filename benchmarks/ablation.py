@@ -37,6 +37,7 @@ CONFIGS = {  # name -> runner flags added to the baseline
     "label_smoothing_0.1": ["--label-smoothing", "0.1"],   # Szegedy et al. 2016
     "ema_0.998": ["--ema", "0.998"],                      # Polyak & Juditsky 1992
     "translate_2px": ["--translate", "2"],                # shifts beside the flips
+    "random_erasing_0.5": ["--random-erasing", "0.5"],    # Zhong et al. 2020 (their p = 0.5)
     "lr_peak_x2": ["--lr-scale", "2"],                    # peak 4e-3 (AdamW), 0.1 (SGD)
     "batch_64": ["--batch-size", "64"],                   # twice the updates per epoch
     # AdamW's decay at the value of common recipes (DeiT, ConvNeXt: 0.05) instead of 1e-4;
