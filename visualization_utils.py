@@ -537,7 +537,9 @@ def plot_frontier(curves, path, chosen=None, tolerance=0.002):
         for run, label, points in curves:
             style = style_of(run)
             budgets = sorted({p[0] for p in points})
-            means = [100 * np.nanmean([p[column] for p in points if p[0] == b]) for b in budgets]
+            values = [[p[column] for p in points if p[0] == b and np.isfinite(p[column])]
+                      for b in budgets]  # older runs did not record training accuracy
+            means = [100 * np.mean(v) if v else np.nan for v in values]
             ax.plot(budgets, means, label=f"{label} (mean)", linewidth=1.6, markersize=0,
                     color=style["color"], linestyle=style["linestyle"])
             ax.plot([p[0] for p in points], [100 * p[column] for p in points], style["marker"],

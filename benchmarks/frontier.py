@@ -116,24 +116,20 @@ def suggested_budget(args, rows_by_variant):
     budget's, in every variant (None until every budget has all its seeds)."""
     chosen = []
     for rows in rows_by_variant.values():
-        means = {epochs: mean_of(found, "val_accuracy") for epochs, found in rows}
-        if not means or len(means) < len(args.epochs):
+        if not all(all(found) for _, found in rows):
             return None
+        means = {epochs: mean_of(found, "val_accuracy") for epochs, found in rows}
         best = max(means.values())
         chosen.append(min(e for e, m in means.items() if m >= best - args.tolerance / 100))
     return max(chosen, default=None)
 
 
 def finished_rows(args):
-    """Per variant, the budgets whose every seed has finished: [(epochs, [run per seed])]."""
-    rows = {}
-    for variant in VARIANTS:
-        for epochs in sorted(args.epochs):
-            found = [finished_ok(runs_folder_for(args, epochs), variant, s)
-                     for s in args.seeds]
-            if all(found):
-                rows.setdefault(variant, []).append((epochs, found))
-    return rows
+    """Per variant, every budget with its run per seed (None where not finished):
+    {variant: [(epochs, [run or None per seed])]}."""
+    return {variant: [(epochs, [finished_ok(runs_folder_for(args, epochs), variant, s)
+                                for s in args.seeds]) for epochs in sorted(args.epochs)]
+            for variant in VARIANTS}
 
 
 def table(args, rows_by_variant, chosen):
@@ -143,25 +139,26 @@ def table(args, rows_by_variant, chosen):
              f"images with dropout off and no augmentation, the mean over seeds -- how far the "
              f"model fits what it trains on; " +
              (f"reference: the runs in `{args.reference.name}/runs/`; " if args.reference else "") +
-             "s/epoch: mean wall seconds per epoch on the machine as it was (a rough cost).",
+             "s/epoch: mean wall seconds per epoch on the machine as it was (a rough cost); "
+             "means only where every seed has finished.",
              "", "| variant | epochs | " + " | ".join(f"seed {s}" for s in args.seeds) +
              " | mean | train (inference) | s/epoch |", "|---|---:|" + "---:|" * (len(args.seeds) + 3)]
     for variant in VARIANTS:
-        rows = [(str(e), found) for e, found in rows_by_variant.get(variant, [])]
-        missing = [e for e in sorted(args.epochs) if e not in dict(rows_by_variant.get(variant, []))]
+        rows = [(str(e), found) for e, found in rows_by_variant[variant]]
         reference = [finished_ok(args.reference, variant, s) for s in args.seeds
                      ] if args.reference else [None]
         if all(reference):
             rows.append((f"{reference[0]['epochs_run']}, reference recipe", reference))
-        name = next((f["name"] for _, found in rows for f in found), "/".join(variant))
+        name = next((f["name"] for _, found in rows for f in found if f), "/".join(variant))
         for label, found in rows:
+            cells = " | ".join(map(cell, found))
+            if not all(found):
+                lines.append(f"| {name} | {label} | {cells} | (unfinished) | | |")
+                continue
             seconds = mean_of([{"s": f["train_seconds"] / f["epochs_run"]} for f in found], "s")
-            lines.append(f"| {name} | {label} | " + " | ".join(map(cell, found)) +
+            lines.append(f"| {name} | {label} | {cells}"
                          f" | **{100 * mean_of(found, 'val_accuracy'):.2f}** | "
                          f"{percent(mean_of(found, 'train_eval_accuracy'))} | {seconds:.0f} |")
-        for epochs in missing:
-            lines.append(f"| {name} | {epochs} | " + " | ".join("–" for _ in args.seeds) +
-                         " | (unfinished) | | |")
     if chosen:
         lines += ["", f"The shortest budget within {args.tolerance:g} pp of the best budget's mean "
                       f"validation accuracy, in both variants: **{chosen} epochs**" +
@@ -171,14 +168,16 @@ def table(args, rows_by_variant, chosen):
 
 
 def draw(args, rows_by_variant, chosen):
+    """The figure from every finished run (a budget's mean over the seeds finished so far)."""
     from visualization_utils import plot_frontier  # here: matplotlib only when drawing
 
     curves = []
-    for variant, rows in rows_by_variant.items():
-        run = rows[0][1][0]
-        points = [(epochs, f["val_accuracy"], f.get("train_eval_accuracy", np.nan))
-                  for epochs, found in rows for f in found]
-        curves.append((run, run["name"], points))
+    for rows in rows_by_variant.values():
+        runs = [(epochs, f) for epochs, found in rows for f in found if f]
+        if runs:
+            points = [(epochs, f["val_accuracy"], f.get("train_eval_accuracy", np.nan))
+                      for epochs, f in runs]
+            curves.append((runs[0][1], runs[0][1]["name"], points))
     if curves:
         plot_frontier(curves, args.figure, chosen=chosen, tolerance=args.tolerance / 100)
 

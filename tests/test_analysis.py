@@ -194,3 +194,19 @@ def test_hparams_read_back_with_tensorboards_reader(tiny_grid):
     for tag in ("test_accuracy", "ece", "shift_consistency"):
         (event,) = session.Tensors(tag)[-1:]
         assert float(tf.make_ndarray(event.tensor_proto)) == pytest.approx(record[tag], rel=1e-6)
+
+
+def test_the_frontier_figure_draws_every_finished_run(tmp_path):
+    """benchmarks/frontier.py's figure: validation and training accuracy against the budget,
+    seeds as points, the chosen budget marked; a budget with one seed so far still draws."""
+    from conftest import assert_real_png
+    from visualization_utils import plot_frontier
+
+    adam = {"activation": "relu", "downsampling": "maxpool", "optimizer": "adam"}
+    sgd = {**adam, "optimizer": "sgd"}
+    points = [(e, 0.93 + 0.001 * e + 0.0005 * s, 0.94 + 0.002 * e) for e in (8, 16, 24)
+              for s in (0, 1)] + [(32, 0.96, np.nan)]  # an older run without train accuracy
+    path = plot_frontier([(adam, "Adam", points), (sgd, "SGD", points[:3])],
+                         tmp_path / "frontier.png", chosen=16)
+    pixels = assert_real_png(path)
+    assert pixels.shape[1] > 2 * pixels.shape[0]  # two panels side by side
