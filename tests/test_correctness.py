@@ -347,3 +347,13 @@ def test_quick_runs_get_their_own_folder():
                                                                   precision=training.resolve_precision("auto")[0])
     auto = training.resolve_precision("auto")[0]  # this machine's: the tests run anywhere
     assert Recipe.from_args(fm.parse_args([])) == Recipe(precision=auto)
+
+
+def test_the_report_and_the_benchmark_orchestrators_import_no_tensorflow():
+    """--report-only's modules and the benchmarks' orchestrators stay light: drawing from
+    saved runs needs no TensorFlow."""
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import report, ablation, frontier, parity; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True).stdout
+    assert out.strip() == "[]"
