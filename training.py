@@ -62,8 +62,12 @@ def flag_of(field):
 def setting_names():
     """How a refusal names each setting: by its flag where the flag takes the value
     ("--epochs 8 (now 12)"), else by its settings.json key and the flag that sets it."""
-    return {f.name: flag_of(f) if "action" not in f.metadata["cli"] and "set_by" not in
-            f.metadata["cli"] else f"{f.name} ({flag_of(f)})" for f in dataclasses.fields(Recipe)}
+    names = {}
+    for field in dataclasses.fields(Recipe):
+        cli = field.metadata["cli"]
+        takes_value = "action" not in cli and "set_by" not in cli
+        names[field.name] = flag_of(field) if takes_value else f"{field.name} ({flag_of(field)})"
+    return names
 
 
 @dataclasses.dataclass(frozen=True)

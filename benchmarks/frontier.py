@@ -155,7 +155,7 @@ def table(args, rows_by_variant, chosen):
             if not all(found):
                 lines.append(f"| {name} | {label} | {cells} | (unfinished) | | |")
                 continue
-            seconds = mean_of([{"s": f["train_seconds"] / f["epochs_run"]} for f in found], "s")
+            seconds = statistics.mean(f["train_seconds"] / f["epochs_run"] for f in found)
             lines.append(f"| {name} | {label} | {cells}"
                          f" | **{100 * mean_of(found, 'val_accuracy'):.2f}** | "
                          f"{percent(mean_of(found, 'train_eval_accuracy'))} | {seconds:.0f} |")
