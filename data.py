@@ -162,24 +162,27 @@ def make_dataset(x, y, batch_size, training, seed, translate=0, random_erasing=0
             return tf.data.Dataset.range(len(x)).batch(batch_size).map(batch_of)
 
         ds = tf.data.Dataset.range(*alternating_epochs).flat_map(epoch)
-        augment = random_augmentations(translate, random_erasing, seed)
-        if augment:
-            augment = keras.Sequential(augment, name="augment")
-            ds = ds.map(lambda xb, yb: (augment(xb, training=True), yb))  # in order: see below
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return augmented(ds, random_augmentations(translate, random_erasing, seed)).prefetch(
+            tf.data.AUTOTUNE)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if training:
-        augment = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=seed),
-                                    *random_augmentations(translate, random_erasing, seed)],
-                                   name="augment")
-        # One batch after the other: the layers' seeded generators keep one state each, which
-        # parallel calls would advance in a racing order (augmentations that differ from one
-        # run of the same seed to the next). Prefetch still overlaps it with the step.
-        ds = ds.map(lambda xb, yb: (augment(xb, training=True), yb))
+        ds = augmented(ds, [keras.layers.RandomFlip("horizontal", seed=seed),
+                            *random_augmentations(translate, random_erasing, seed)])
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def augmented(ds, layers):
+    """The batches through the augmentation layers, one batch after the other: the layers'
+    seeded generators keep one state each, which parallel calls would advance in a racing
+    order (augmentations that differ from one run of the same seed to the next). Prefetch
+    still overlaps it with the step."""
+    if not layers:
+        return ds
+    augment = keras.Sequential(layers, name="augment")
+    return ds.map(lambda xb, yb: (augment(xb, training=True), yb))
 
 
 def random_augmentations(translate, random_erasing, seed):
