@@ -67,6 +67,20 @@ def flags_of(config):
     return [flag for part in config.split("+") for flag in CONFIGS[part]]
 
 
+# Flags this script (and frontier.py) pass to the runner themselves. --base-flags takes the
+# rest of the command line, so one of these written after it would reach the runner as a
+# base flag and silently override the budget or the folder: refused.
+OWN_FLAGS = ("--epochs", "--seeds", "--seed", "--output-dir", "--activation", "--downsampling",
+             "--optimizer")
+
+
+def check_base_flags(parser, base_flags):
+    owned = [flag for flag in base_flags if flag.split("=")[0] in OWN_FLAGS]
+    if owned:
+        parser.error(f"--base-flags took {owned[0]}, which this script sets itself: "
+                     f"write {owned[0]} before --base-flags")
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -84,7 +98,9 @@ def parse_args():
     p.add_argument("--output-dir", type=Path, default=ROOT / "results-ablation")
     p.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "ablation.md")
     p.add_argument("--table-only", action="store_true", help="no training, only the table")
-    return p.parse_args()
+    args = p.parse_args()
+    check_base_flags(p, args.base_flags)
+    return args
 
 
 def runner_command(args, config, seed):

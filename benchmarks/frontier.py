@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation import finished_run, write_table  # benchmarks/ is on a script's path
+from ablation import check_base_flags, finished_run, write_table  # benchmarks/ is on a script's path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("relu", "maxpool", "sgd"), ("relu", "maxpool", "adam")]  # the ablation's two
@@ -63,6 +63,7 @@ def parse_args():
     p.add_argument("--base-flags", nargs=argparse.REMAINDER, default=[],
                    help="more runner flags for every run (e.g. --precision mixed_bfloat16)")
     args = p.parse_args()
+    check_base_flags(p, args.base_flags)
     args.figure = args.figure or args.table.with_suffix(".png")
     return args
 

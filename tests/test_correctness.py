@@ -357,3 +357,16 @@ def test_the_report_and_the_benchmark_orchestrators_import_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("script, config", [("ablation.py", "--configs"), ("frontier.py", "--config")])
+def test_a_budget_flag_after_base_flags_is_refused(script, config):
+    """--base-flags takes the rest of the line: --epochs written after it would reach the
+    runner and override the script's own budget (training a 32-epoch run into an 8-epoch
+    folder). Refused in one message before anything trains."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), config, "baseline",
+                           "--table-only", "--base-flags", "--precision", "float32", "--epochs", "32"],
+                          capture_output=True, text=True, cwd=root)
+    assert done.returncode == 2
+    assert "--base-flags took --epochs, which this script sets itself" in done.stderr
