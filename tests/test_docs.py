@@ -85,14 +85,15 @@ def test_the_committed_grid_is_what_the_readme_command_trains():
 
     import fashion_mnist_cnn as fm
     from run_store import settings_of
-    from training import Recipe
+    from training import Recipe, grid_precision
 
     quoted = re.findall(r"made by `python fashion_mnist_cnn\.py ([^`]*)`",
                         " ".join((ROOT / "README.md").read_text().split()))
     assert len(quoted) == 1, "the README no longer says which command made docs/"
     args = fm.parse_args(shlex.split(quoted[0]))
     assert args.output_dir == Path("docs")
-    args.precision = "float32"  # the grid's machine had no GPU ("auto" would be float16 on one)
+    # auto resumes a folder in the precision of its runs, on whichever machine
+    args.precision = grid_precision(args.precision, ROOT / "docs")[0]
     expected = dataclasses.asdict(Recipe.from_args(args))
     recorded = sorted(ROOT.glob("docs/runs/*/seed*/settings.json"))
     assert len(recorded) >= 8 * len(args.seeds), "the committed grid is 8 variants x its seeds"
