@@ -108,13 +108,14 @@ def early_accuracy(history, warmup_epochs=1):
 
 
 def width_rows(sensitivity, runs):
-    """Pseudo-runs (the factors, seed 0, lr_width) of the sweep: one per variant bounded on
-    both sides; censored widths are left out."""
+    """Pseudo-runs (the factors, seed 0, lr_width) of the sweep: one per variant swept wide
+    and bounded on both sides; censored widths are left out, and so are the variants kept at
+    their starting points (their bounded widths would be a haphazard subset of the design)."""
     factors = {r["name"]: {f: r[f] for f in SEED_LEVELS} for r in runs}
     return [{**factors[e["name"]], "name": e["name"], "seed": 0, "status": "ok",
              "lr_width": e["width"]}
             for e in sensitivity if e["width"] is not None and not e["width_censored"]
-            and e["name"] in factors]
+            and e.get("wide", True) and e["name"] in factors]
 
 
 def seed_level_runs(runs):
@@ -224,11 +225,12 @@ def claims_table(runs, sensitivity=None, confidence=factorial.CONFIDENCE):
 
 
 def unmeasured_width(sensitivity):
-    censored = sum(bool(e["width_censored"]) for e in sensitivity if e["width"] is not None)
+    wide = [e for e in sensitivity if e.get("wide", True)]
+    censored = sum(bool(e["width_censored"]) for e in wide if e["width"] is not None)
     claim = next(c for c in CLAIMS if c.metric == "lr_width")
     return {"claim": claim.label, "measure": claim.measure, "metric": claim.metric,
             "scale": 1, "why": claim.why, "modelled": False, "exact": True, "contexts": [],
-            "verdict": f"not measured: {censored} of {len(sensitivity)} widths are lower bounds "
+            "verdict": f"not measured: {censored} of {len(wide)} widths are lower bounds "
                        "(the sweep never left the band on one side), too few bounded widths "
                        "to compare"}
 

@@ -112,6 +112,11 @@ def build_parser():
                            f"accuracy (up to x1/{lr_tuning.MAX_MULTIPLIER} and "
                            f"x{lr_tuning.MAX_MULTIPLIER}), then the other seeds at each "
                            "variant's best multiplier")
+    grid.add_argument("--wide-sweep", nargs="+", default=None, metavar="VARIANT",
+                      help="with --tune-lr: only these variants' sweeps grow beyond --lr-scales "
+                           "(names as --list-variants prints them), the others keep those "
+                           "points; recorded in OUTPUT_DIR/tuning.json, so a resumed study "
+                           "keeps it (default: every variant)")
 
     recipe = p.add_argument_group("the recipe (stored with every run as settings.json)")
     techniques = p.add_argument_group("training techniques, off by default (stored likewise; "
@@ -185,6 +190,8 @@ def parse_args(argv=None):
         p.error(f"--lr-scales repeats a multiplier: {' '.join(f'{m:g}' for m in scales)}")
     if args.tune_lr and len(scales) < 2:
         p.error("--tune-lr needs at least two --lr-scales to sweep")
+    if args.wide_sweep and not args.tune_lr:
+        p.error("--wide-sweep chooses which sweeps of --tune-lr grow: add --tune-lr")
     if args.tune_lr and args.shard:  # (with --report-only it only reports: nothing to decide)
         p.error("--tune-lr decides its next runs from the finished ones, in one process: "
                 "give it no --shard (on a cluster, run each stage with --lr-scales)")
@@ -310,15 +317,15 @@ def label(variant, multiplier):
     return run_store.run_label({"name": variant.name, "lr_multiplier": multiplier})
 
 
-def tune_learning_rates(variants, seeds, scales, recipe, context, after_each_run=None):
+def tune_learning_rates(variants, seeds, scales, recipe, context, after_each_run=None, wide=None):
     """The tuning protocol (lr_tuning): the sweep on the first seed, grown on each side
-    while that side is within the band of the variant's best; then the other seeds at each
-    variant's chosen multiplier. Resumable like any grid: every decision is taken again
-    from the finished runs."""
+    while that side is within the band of the variant's best (the `wide` variants only,
+    when given); then the other seeds at each variant's chosen multiplier. Resumable like
+    any grid: every decision is taken again from the finished runs."""
     failed, planned = [], []
     while True:
         sweep = lr_tuning.sweep_plan(variants, seeds[0], scales,
-                                     run_store.finished_runs(context.output_dir))
+                                     run_store.finished_runs(context.output_dir), wide=wide)
         if sweep == planned:
             break
         planned = sweep
@@ -405,7 +412,8 @@ def run(args):
         redraw = Redraw(report, args.output_dir) if draws else None
         if args.tune_lr:
             failed = tune_learning_rates(variants, args.seeds, args.lr_scales, recipe, context,
-                                         redraw)
+                                         redraw, run_store.wide_sweep(args.wide_sweep, args.output_dir,
+                                                             [v.name for v in variants]))
         else:
             failed = run_grid(planned_runs(variants, args.seeds, shard, args.lr_scales), recipe,
                               context, redraw)

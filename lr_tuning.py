@@ -82,17 +82,19 @@ def tuned_runs(runs):
     return [r for r in runs if chosen.get(r["name"], lr_multiplier_of(r)) == lr_multiplier_of(r)]
 
 
-def sweep_plan(variants, seed, scales, runs, band=TUNING_BAND, cap=MAX_MULTIPLIER):
+def sweep_plan(variants, seed, scales, runs, band=TUNING_BAND, cap=MAX_MULTIPLIER, wide=None):
     """The sweep's (variant, seed, multiplier) runs given those finished so far: every
     variant at every multiplier of `scales`; once all of a variant's points have finished,
     one more point beyond each end whose validation accuracy is still within `band` of the
     variant's best (the grid's step: x2 for a log2 grid), never past x1/cap or x cap, nor
-    past a run that diverged. Called again as runs finish, until the plan stops growing."""
+    past a run that diverged. wide: the names of the variants that grow so (None: all); the
+    others keep `scales`. Called again as runs finish, until the plan stops growing."""
     plan = []
     for variant in variants:
         points = sorted(scales)
         done = {lr_multiplier_of(r): r for r in runs if r["name"] == variant.name and r["seed"] == seed}
-        while len(points) >= 2 and all(p in done for p in points):
+        grows = wide is None or variant.name in wide
+        while grows and len(points) >= 2 and all(p in done for p in points):
             value = {p: done[p]["val_accuracy"] if done[p]["status"] == "ok" else None for p in points}
             if best_point(list(value.items())) is None:
                 break
@@ -130,11 +132,12 @@ def band_edges(curve, best_index, band):
     return edges
 
 
-def sensitivity(runs, band=TUNING_BAND):
+def sensitivity(runs, band=TUNING_BAND, wide=None):
     """Per variant: its sweep (multiplier, peak learning rate, validation accuracy or None),
     the chosen multiplier, the accuracy lost at the recipe's shared peak (multiplier 1)
-    against the chosen one, and the width of the learning-rate range within `band` of the
-    best, in doublings (log2 units; width_censored where the sweep ends inside the band)."""
+    against the chosen one, the width of the learning-rate range within `band` of the best,
+    in doublings (log2 units; width_censored where the sweep ends inside the band), and
+    whether the sweep rule grew it (wide: the names swept wide, None for all)."""
     result = []
     for name, points in by_variant(runs).items():
         curve = sweep_curve(points)
@@ -143,7 +146,7 @@ def sensitivity(runs, band=TUNING_BAND):
         entry = {"name": name, "points": [(m, peaks[m], v) for m, v in curve], "chosen": chosen,
                  "sweep_seeds": sweep_seeds(points), "runs": sum(len(v) for v in points.values()),
                  "chosen_peak_lr": peaks.get(chosen), "best": None, "loss_at_default": None,
-                 "width": None, "width_censored": None}
+                 "width": None, "width_censored": None, "wide": wide is None or name in wide}
         if chosen is not None:
             values = dict(curve)
             entry["best"] = values[chosen]

@@ -11,6 +11,7 @@ import numpy as np
 import claims
 import factor_analysis as fa
 import lr_tuning
+import run_store
 from model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
 from visualization_utils import plot_claims, plot_dying_units, plot_lr_sensitivity, variant_label
 
@@ -103,10 +104,17 @@ def tuning_section(runs, sensitivity, output_dir):
                      f"{counted(e['runs'], 'run')}"])
         curves.append((run, variant_label(run), e["points"], e["chosen"]))
     counts = sorted({len(e["points"]) for e in sensitivity})
-    budget = (f"Every variant had the same budget: {counts[0]} sweep points." if len(counts) == 1
-              else f"Sweep points per variant: {counts[0]}-{counts[-1]}: a variant whose best sat "
-                   "at an edge got one more point beyond it (Wilson et al. 2017), so its sweep is "
-                   "longer.")
+    narrow = [e["name"] for e in sensitivity if not e["wide"]]
+    budget = ("The sweep rule: each end of a variant's sweep grows by a doubling while its "
+              f"validation accuracy is within {100 * lr_tuning.TUNING_BAND:g} pp of the best (up "
+              f"to x1/{lr_tuning.MAX_MULTIPLIER} and x{lr_tuning.MAX_MULTIPLIER}, never past a "
+              "diverged run), so the budget per variant is unequal by design: "
+              + (f"{counts[0]} sweep points each." if len(counts) == 1
+                 else f"{counts[0]}-{counts[-1]} sweep points."))
+    if narrow:
+        wide = [e["name"] for e in sensitivity if e["wide"]]
+        budget += (f" To bound the compute, the rule grew the sweeps of {', '.join(wide)} only "
+                   f"(the widths claim 5b compares); {', '.join(narrow)}: the starting points.")
     table = ("Learning rate, tuned per variant",
              "Validation accuracy (%) of each variant's sweep over multiples of its optimizer's "
              "peak (mean over the sweep seeds, the seeds run at every point); the chosen "
@@ -189,7 +197,8 @@ def study_sections(runs, tuned, factors, output_dir, display):
     """The claims table (or None), then the study's (table, [figures]) parts. runs: every
     finished run, the sweep's too; tuned: those at each variant's chosen multiplier."""
     parts = []
-    sensitivity = lr_tuning.sensitivity(runs) if lr_tuning.is_sweep(runs) else None
+    sensitivity = (lr_tuning.sensitivity(runs, wide=run_store.read_wide_sweep(output_dir))
+                   if lr_tuning.is_sweep(runs) else None)
     if sensitivity:
         table, figure = tuning_section(runs, sensitivity, output_dir)
         parts.append((table, [figure]))

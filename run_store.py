@@ -35,6 +35,9 @@ FIGURE_DATA = "figures.npz"       # what the best run's model-dependent figures 
 BACKUP = "backup"                 # BackupAndRestore's folder
 TENSORBOARD = "tensorboard"
 CHECKPOINT_PATTERN = "best-epoch{epoch:03d}.keras"  # Keras fills in the 1-based epoch
+# OUTPUT_DIR/tuning.json: a --tune-lr study's protocol, the variants whose sweep grows beyond
+# its starting points (absent: every variant's does)
+TUNING = "tuning.json"
 
 
 def runs_folder(output_dir):
@@ -85,6 +88,38 @@ def atomic_write(path, text):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_wide_sweep(output_dir):
+    """The variant names recorded as swept wide in output_dir, or None (every variant)."""
+    path = Path(output_dir) / TUNING
+    return json.loads(path.read_text())["wide_sweep"] if path.exists() else None
+
+
+def record_wide_sweep(output_dir, names):
+    atomic_write(Path(output_dir) / TUNING, json.dumps({"wide_sweep": list(names)}, indent=1) + "\n")
+
+
+def wide_sweep(requested, output_dir, names):
+    """The names of the variants whose learning-rate sweep grows (None: all): the folder's
+    recorded choice, else --wide-sweep's (of the grid's `names`), recorded now. A study is one
+    experiment: another choice for a folder, or one given after its sweep began, is refused."""
+    recorded = read_wide_sweep(output_dir)
+    if requested is None:
+        return recorded
+    unknown = [n for n in requested if n not in names]
+    if unknown:
+        raise UsageError(f"--wide-sweep {unknown[0]}: not a variant of this grid "
+                         "(--list-variants prints them)")
+    if recorded is not None and set(recorded) != set(requested):
+        raise UsageError(f"{output_dir} sweeps wide {' '.join(recorded)} (its {TUNING}): one "
+                         "folder, one protocol; use another --output-dir")
+    if recorded is None and any(lr_multiplier_of(r) != 1 for r in finished_runs(output_dir)):
+        raise UsageError(f"{output_dir} holds a sweep begun for every variant: --wide-sweep "
+                         "would change its protocol; use another --output-dir")
+    chosen = [n for n in names if n in requested]
+    record_wide_sweep(output_dir, chosen)
+    return chosen
 
 
 def atomic_save_npz(path, **arrays):

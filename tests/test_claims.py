@@ -109,6 +109,10 @@ def test_sweep_grows_on_each_side_until_it_leaves_the_band():
     assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], diverged)] == [0.5, 1, 2]
     # until the first points finish, nothing grows
     assert len(lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], diverged[:2])) == 3
+    # a variant left out of `wide` keeps its starting points, however flat its curve
+    runs = [record(name, 0, 2.0 ** k, 0.93) for k in range(-6, 7)]
+    assert [m for *_, m in lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], runs, wide=["other"])] == [0.5, 1, 2]
+    assert len(lr_tuning.sweep_plan([v], 0, [0.5, 1, 2], runs, wide=[name])) == 9
 
 
 def factorial_runs(metric, effect_of, seeds=range(3), noise=0.001):
@@ -265,3 +269,14 @@ def test_little_tuning_claim_reads_only_bounded_widths():
     blind = five_b(censored=set(names))
     assert blind["verdict"].startswith("not measured: 8 of 8 widths are lower bounds")
     assert "effect" not in blind and not blind["modelled"]
+
+    # swept wide on the ReLU variants only (a 2x2 of optimizer x downsampling): the others'
+    # widths stay out even where bounded, and the comparison has one residual df
+    def five_b_wide(wide):
+        sensitivity = [{"name": n, "width": w, "width_censored": False, "wide": n in wide}
+                       for n, w in widths.items()]
+        return claim(claims.claims_table(runs, sensitivity), "5b.")
+
+    relu = {n for n in names if "_ReLU_" in n}
+    assert five_b_wide(relu)["df"] == 1
+    assert five_b_wide(set())["verdict"].startswith("not measured: 0 of 0")

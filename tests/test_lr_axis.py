@@ -118,6 +118,52 @@ def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypa
     assert trained == [(0, 0.5), (0, 1.0), (0, 2.0), (0, 4.0), (0, 8.0), (1, 4.0), (2, 4.0)]
 
 
+def test_a_study_keeps_the_variants_it_sweeps_wide(tmp_path, monkeypatch, capsys):
+    """--wide-sweep is recorded with the folder: the named variants' sweeps grow, the others
+    keep their starting points, a resume without the flag keeps the choice, and another
+    choice, an unknown name or a late one for a sweep already begun is one line and exit 2."""
+    trained = []
+
+    def fake_run_grid(planned, recipe, context, after_each_run=None):
+        for variant, seed, multiplier in planned:
+            folder = run_store.run_dir(context.output_dir, variant.name, seed, multiplier)
+            if not (folder / run_store.METRICS).exists():
+                trained.append((variant.name, seed, multiplier))
+                folder.mkdir(parents=True)
+                run_store.write_metrics(folder, {
+                    "name": variant.name, "seed": seed, "lr_multiplier": multiplier,
+                    "status": "ok", "val_accuracy": 0.9 - abs(multiplier - 4) / 100})
+        return []
+
+    monkeypatch.setattr(fm, "run_grid", fake_run_grid)
+    monkeypatch.setattr(fm, "run", lambda args: fm.tune_learning_rates(
+        fm.variant_grid(args.activation, args.downsampling, args.optimizer), args.seeds,
+        args.lr_scales, None, fm.Context(args.output_dir), None,
+        run_store.wide_sweep(args.wide_sweep, args.output_dir, ["CNN_ReLU_MaxPool_SGD",
+                                                                 "CNN_ReLU_Strided_SGD"])) or 0)
+    out = tmp_path / "study"
+    out.mkdir()
+    grid = ["--activation", "relu", "--optimizer", "sgd", "--tune-lr", "--seeds", "0", "1",
+            "--output-dir", str(out)]
+    assert fm.main(grid + ["--wide-sweep", "CNN_ReLU_Strided_SGD"]) == 0
+    assert run_store.read_wide_sweep(out) == ["CNN_ReLU_Strided_SGD"]
+    swept = {name: sorted(m for n, s, m in trained if n == name and s == 0)
+             for name in ("CNN_ReLU_MaxPool_SGD", "CNN_ReLU_Strided_SGD")}
+    assert swept == {"CNN_ReLU_MaxPool_SGD": [0.5, 1.0, 2.0],
+                     "CNN_ReLU_Strided_SGD": [0.5, 1.0, 2.0, 4.0, 8.0]}
+    trained.clear()
+    assert fm.main(grid) == 0 and trained == []  # resumed without the flag: nothing new
+    for flags, message in [(["--wide-sweep", "CNN_ReLU_MaxPool_SGD"], "one folder, one protocol"),
+                           (["--wide-sweep", "CNN_Tanh"], "not a variant of this grid")]:
+        capsys.readouterr()
+        assert fm.main(grid + flags) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    (out / run_store.TUNING).unlink()  # a sweep begun for every variant
+    assert fm.main(grid + ["--wide-sweep", "CNN_ReLU_Strided_SGD"]) == 2
+    assert "sweep begun for every variant" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("diverged", [False, True])
 def test_lr_sensitivity_keeps_every_point_on_its_shared_scale(tmp_path, monkeypatch, diverged):
     """The panels share one accuracy scale: the best point of either panel, and its star,
