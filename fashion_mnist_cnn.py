@@ -411,9 +411,9 @@ def run(args):
         draws = args.report and not shard
         redraw = Redraw(report, args.output_dir) if draws else None
         if args.tune_lr:
+            wide = run_store.wide_sweep(args.wide_sweep, args.output_dir, [v.name for v in variants])
             failed = tune_learning_rates(variants, args.seeds, args.lr_scales, recipe, context,
-                                         redraw, run_store.wide_sweep(args.wide_sweep, args.output_dir,
-                                                             [v.name for v in variants]))
+                                         redraw, wide)
         else:
             failed = run_grid(planned_runs(variants, args.seeds, shard, args.lr_scales), recipe,
                               context, redraw)
