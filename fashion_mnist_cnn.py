@@ -406,6 +406,7 @@ def run(args):
     report = Reporter(context)
     if args.report_only is not None:
         failed, runs = [], run_store.merged_runs(args.report_only or [args.output_dir])
+        run_store.carry_wide_sweep(args.report_only, args.output_dir)
     else:
         # a shard draws nothing: other shards' runs are elsewhere, the merge step draws
         draws = args.report and not shard

@@ -122,6 +122,17 @@ def wide_sweep(requested, output_dir, names):
     return chosen
 
 
+def carry_wide_sweep(source_dirs, output_dir):
+    """--report-only DIR ... --output-dir OUT: OUT's report reads the sweep protocol the
+    merged folders recorded (they must agree), so a study reported elsewhere says it too."""
+    recorded = {tuple(names) for names in map(read_wide_sweep, source_dirs) if names is not None}
+    if len(recorded) > 1:
+        raise UsageError("the folders to report swept different variants wide (their "
+                         f"{TUNING}): one report, one protocol")
+    if recorded and read_wide_sweep(output_dir) is None:
+        record_wide_sweep(output_dir, recorded.pop())
+
+
 def atomic_save_npz(path, **arrays):
     fd, tmp = temp_file_beside(path, ".pred.", ".tmp.npz")
     with os.fdopen(fd, "wb") as f:

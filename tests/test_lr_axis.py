@@ -11,6 +11,7 @@ from conftest import assert_real_png, require_real_data
 
 import fashion_mnist_cnn as fm
 import run_store
+from errors import UsageError
 from models import Variant
 
 SWEEP = ["--subset", "320", "--test-images", "512", "--shift-images", "100", "--epochs", "1",
@@ -188,3 +189,23 @@ def test_lr_sensitivity_keeps_every_point_on_its_shared_scale(tmp_path, monkeypa
             assert all(low < y < high for y in ys), (ax.get_title(), ys, (low, high))
     assert max(y for ax in fig.axes for line in ax.get_lines() for y in line.get_ydata()
                if line.get_transform() is ax.transData) >= 93.77 - 1e-9
+
+
+def test_a_merged_report_carries_the_folders_sweep_protocol(tmp_path):
+    """--report-only DIR ... --output-dir OUT: OUT's report states the wide-sweep choice the
+    folders recorded; folders that disagree are refused in one line; none recorded, none added."""
+    shards = [tmp_path / "a", tmp_path / "b"]
+    for folder in shards:
+        folder.mkdir()
+        run_store.record_wide_sweep(folder, ["CNN_ReLU_MaxPool_SGD"])
+    out = tmp_path / "out"
+    out.mkdir()
+    run_store.carry_wide_sweep(shards, out)
+    assert run_store.read_wide_sweep(out) == ["CNN_ReLU_MaxPool_SGD"]
+    run_store.record_wide_sweep(shards[1], ["CNN_ReLU_Strided_SGD"])
+    with pytest.raises(UsageError, match="swept different variants wide"):
+        run_store.carry_wide_sweep(shards, tmp_path / "elsewhere")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    run_store.carry_wide_sweep([plain], tmp_path)
+    assert run_store.read_wide_sweep(tmp_path) is None
