@@ -46,7 +46,7 @@ run: $(VENV)/.installed data
 	$(PY) fashion_mnist_cnn.py $(ARGS)
 
 # The claims study: each variant's peak tuned with the same budget, then three seeds at it
-# (resumable; how many sweep runs follows from the sweep rule). STUDY_DIR=docs resumes docs/.
+# (resumable; how many sweep runs follows from the sweep rule).
 STUDY_DIR ?= results-study
 study: $(VENV)/.installed data
 	$(PY) fashion_mnist_cnn.py --tune-lr --seeds 0 1 2 --output-dir $(STUDY_DIR) $(ARGS)

@@ -76,7 +76,7 @@ class Recipe:
     comparable. The one place of every setting's default; the CLI builds its flags from these
     fields. Stored with each run as settings.json (field order = the report's settings table);
     a finished or interrupted run with another recipe is refused."""
-    epochs: int = setting(8, "training epochs per run", type=positive_int)
+    epochs: int = setting(32, "training epochs per run", type=positive_int)
     batch_size: int = setting(128, "images per step (the global batch, split between replicas)",
                               type=positive_int)
     subset: int | None = setting(None, "train on a stratified sample of N training images "

@@ -313,7 +313,7 @@ def test_help_lists_every_recipe_setting(capsys):
                  "--no-bn-scale", "--lookahead", "--alternating-flips"):
         assert flag in techniques.split("\nwhere and how it runs")[0], flag
     # a default shown once, where it is a value (not "None", not a switch's True/False)
-    assert "(default: 8)" in " ".join(text.split())
+    assert f"(default: {Recipe().epochs})" in " ".join(text.split())
     assert not re.search(r"\(default: (None|True|False)\)", " ".join(text.split()))
     assert not re.search(r"default[^()]*\)\s*\(default", text)
 

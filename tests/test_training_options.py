@@ -78,7 +78,7 @@ def test_runs_from_before_the_recorded_peaks_are_told_apart():
     with pytest.raises(UsageError, match=r"--adam-peak-lr 0.002 \(now 0.006\)"):
         run_store.check_same_settings(recorded, now, "old run", FLAGS)
     twelve_epochs = {**now, "epochs": 12, "adam_peak_lr": 4e-3, "sgd_peak_lr": 0.05}
-    with pytest.raises(UsageError, match=r"--epochs 12 \(now 8\)"):
+    with pytest.raises(UsageError, match=rf"--epochs 12 \(now {Recipe().epochs}\)"):
         run_store.check_same_settings(twelve_epochs, now, "12-epoch run", FLAGS)
 
 
