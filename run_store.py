@@ -124,8 +124,9 @@ def wide_sweep(requested, output_dir, names):
 
 def carry_wide_sweep(source_dirs, output_dir):
     """--report-only DIR ... --output-dir OUT: OUT's report reads the sweep protocol the
-    merged folders recorded (they must agree), so a study reported elsewhere says it too."""
-    recorded = {tuple(names) for names in map(read_wide_sweep, source_dirs) if names is not None}
+    merged folders recorded (they and OUT must agree), so a study reported elsewhere says it."""
+    recorded = {tuple(names) for names in map(read_wide_sweep, [*source_dirs, output_dir])
+                if names is not None}
     if len(recorded) > 1:
         raise UsageError("the folders to report swept different variants wide (their "
                          f"{TUNING}): one report, one protocol")

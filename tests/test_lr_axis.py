@@ -205,6 +205,8 @@ def test_a_merged_report_carries_the_folders_sweep_protocol(tmp_path):
     run_store.record_wide_sweep(shards[1], ["CNN_ReLU_Strided_SGD"])
     with pytest.raises(UsageError, match="swept different variants wide"):
         run_store.carry_wide_sweep(shards, tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match="swept different variants wide"):  # OUT's own record
+        run_store.carry_wide_sweep([shards[1]], out)
     plain = tmp_path / "plain"
     plain.mkdir()
     run_store.carry_wide_sweep([plain], tmp_path)

@@ -47,7 +47,6 @@ def test_translations_move_whole_pixels_and_fill_with_zeros():
     assert len(set(moves)) > 5  # drawn per image, not one shift for the batch
 
 
-
 def test_translations_replay_with_the_seed():
     """A pipeline rebuilt with the same seed (a resumed run's) shifts the same images the same
     way; another seed shifts them otherwise."""
