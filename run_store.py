@@ -125,12 +125,13 @@ def wide_sweep(requested, output_dir, names):
 def carry_wide_sweep(source_dirs, output_dir):
     """--report-only DIR ... --output-dir OUT: OUT's report reads the sweep protocol the
     merged folders recorded (they and OUT must agree), so a study reported elsewhere says it."""
-    recorded = {tuple(names) for names in map(read_wide_sweep, [*source_dirs, output_dir])
+    own = read_wide_sweep(output_dir)
+    recorded = {tuple(names) for names in [*map(read_wide_sweep, source_dirs), own]
                 if names is not None}
     if len(recorded) > 1:
         raise UsageError("the folders to report swept different variants wide (their "
                          f"{TUNING}): one report, one protocol")
-    if recorded and read_wide_sweep(output_dir) is None:
+    if recorded and own is None:
         record_wide_sweep(output_dir, recorded.pop())
 
 
