@@ -56,7 +56,8 @@ def claims_section(tuned, factors, sensitivity, output_dir):
              "F test at the family-wise level) the verdict says on what it depends. "
              "Why each measure: " + " ".join(
                  f"{r['claim'].split('.')[0]}: {r['why']}." for i, r in enumerate(rows)
-                 if r["why"] not in [q["why"] for q in rows[:i]]) + strided_units_note(used))
+                 if r["why"] not in [q["why"] for q in rows[:i]]) + strided_units_note(used)
+             + seed_plan_note(claims.seed_plan(tuned, family)))
     table = ("The classic claims, tested", intro,
              ["claim", "measure", "effect", "95% interval", f"Bonferroni (x{family})",
               "smallest effect of interest", "verdict"], body)
@@ -79,6 +80,21 @@ def strided_units_note(runs):
         return ""
     return (f" Dead units after down1-3 (the strided convolutions' activations) were counted in "
             f"{measured} of the {len(strided)} strided runs; the others count conv1-4 and dense.")
+
+
+def seed_plan_note(plan):
+    """The seeds a test-accuracy main effect of the smallest size of interest needs."""
+    if plan is None:
+        return ""
+
+    def seeds(n):
+        return f"{n} seeds" if n else "more than 50 seeds"
+    s = 100 * plan["smallest"]
+    return (f" Seeds: test accuracy's residual standard deviation is {100 * plan['sigma']:.2f} pp "
+            f"({plan['df']:.0f} df); with {plan['seeds']} seeds per variant a main effect of "
+            f"±{100 * plan['detectable']:.2f} pp is detected with 80% power at the family-wise "
+            f"level; ±{s:g} pp needs {seeds(plan['needed_family'])} per variant at that level "
+            f"({seeds(plan['needed'])} at the 5% level).")
 
 
 def counted(n, noun):

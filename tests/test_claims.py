@@ -280,3 +280,28 @@ def test_little_tuning_claim_reads_only_bounded_widths():
     relu = {n for n in names if "_ReLU_" in n}
     assert five_b_wide(relu)["df"] == 1
     assert five_b_wide(set())["verdict"].startswith("not measured: 0 of 0")
+
+
+def test_seed_plan_from_the_pooled_residual_spread():
+    """The seeds a test-accuracy main effect of +-0.2 pp needs: a 2^3 main effect with n seeds
+    has standard error sigma / sqrt(2n) on 7(n - 1) df; at the plan's count the power reaches
+    80%, one seed fewer it does not. More noise asks for more seeds; one seed plans nothing."""
+    import factorial
+
+    runs = factorial_runs("test_accuracy", lambda v: 0.003 * (v.optimizer == "sgd"),
+                          seeds=range(10), noise=0.0015)
+    plan = claims.seed_plan(runs, family=8)
+    assert plan["df"] == 63 and plan["seeds"] == 10
+    assert plan["sigma"] == pytest.approx(0.0015, rel=0.25)
+    for needed, alpha in ((plan["needed"], 0.05), (plan["needed_family"], 0.05 / 8)):
+        def power(n):
+            return factorial.power(0.002, plan["sigma"] / math.sqrt(2 * n), 7 * (n - 1), alpha)
+        assert power(needed) >= 0.8 > power(needed - 1)
+    assert plan["needed_family"] > plan["needed"]
+    detectable = plan["detectable"]
+    assert factorial.power(detectable, plan["sigma"] / math.sqrt(20), 63, 0.05 / 8) == \
+        pytest.approx(0.8, abs=1e-3)
+    noisy = claims.seed_plan(factorial_runs("test_accuracy", lambda v: 0.0, seeds=range(10),
+                                            noise=0.006), family=8)
+    assert noisy["needed_family"] is None or noisy["needed_family"] > plan["needed_family"]
+    assert claims.seed_plan(factorial_runs("test_accuracy", lambda v: 0.0, seeds=[0]), 8) is None
