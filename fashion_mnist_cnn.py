@@ -321,7 +321,9 @@ def tune_learning_rates(variants, seeds, scales, recipe, context, after_each_run
     """The tuning protocol (lr_tuning): the sweep on the first seed, grown on each side
     while that side is within the band of the variant's best (the `wide` variants only,
     when given); then the other seeds at each variant's chosen multiplier. Resumable like
-    any grid: every decision is taken again from the finished runs."""
+    any grid: every decision is taken again from the finished runs. The recipe's peaks (x1)
+    train first, then the points nearest them: a study stopped after its first runs holds
+    the plain grid of the first seed."""
     failed, planned = [], []
     while True:
         sweep = lr_tuning.sweep_plan(variants, seeds[0], scales,
@@ -329,7 +331,8 @@ def tune_learning_rates(variants, seeds, scales, recipe, context, after_each_run
         if sweep == planned:
             break
         planned = sweep
-        failed += run_grid(planned, recipe, context, after_each_run)
+        nearest_first = sorted(planned, key=lambda run: abs(math.log2(run[2])))  # stable
+        failed += run_grid(nearest_first, recipe, context, after_each_run)
     keys = {(v.name, m, s) for v, s, m in planned}
     swept = [r for r in run_store.finished_runs(context.output_dir) if run_store.run_key(r) in keys]
     chosen = lr_tuning.chosen_multipliers(swept)

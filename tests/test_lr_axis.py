@@ -95,7 +95,8 @@ def test_shard_folders_of_a_sweep_merge(sweep, tmp_path):
 def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypatch):
     """The protocol's stages with a stand-in for training whose validation accuracy peaks
     at x4: the sweep 0.5-2 grows to x4 and x8 (best at its top edge until x4 is inside),
-    then seeds 1 and 2 run at x4 only."""
+    then seeds 1 and 2 run at x4 only. Every variant's x1 trains first, then the points
+    nearest x1 (a stopped study holds the plain grid of its first seed)."""
     out = tmp_path / "out"
     trained = []
 
@@ -104,7 +105,7 @@ def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypa
             folder = run_store.run_dir(context.output_dir, variant.name, seed, multiplier)
             if (folder / run_store.METRICS).exists():
                 continue
-            trained.append((seed, multiplier))
+            trained.append((variant.optimizer, seed, multiplier))
             folder.mkdir(parents=True)
             run_store.write_metrics(folder, {
                 "name": variant.name, "seed": seed, "lr_multiplier": multiplier, "status": "ok",
@@ -113,10 +114,15 @@ def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypa
 
     monkeypatch.setattr(fm, "run_grid", fake_run_grid)
     context = fm.Context(out)
-    failed = fm.tune_learning_rates([Variant("relu", "maxpool", "sgd")], [0, 1, 2],
+    failed = fm.tune_learning_rates([Variant("relu", "maxpool", "sgd"),
+                                     Variant("relu", "maxpool", "adam")], [0, 1, 2],
                                     [0.5, 1.0, 2.0], None, context)
     assert failed == []
-    assert trained == [(0, 0.5), (0, 1.0), (0, 2.0), (0, 4.0), (0, 8.0), (1, 4.0), (2, 4.0)]
+    assert trained[:6] == [("sgd", 0, 1.0), ("adam", 0, 1.0), ("sgd", 0, 0.5), ("sgd", 0, 2.0),
+                           ("adam", 0, 0.5), ("adam", 0, 2.0)]
+    for optimizer in ("sgd", "adam"):
+        assert [(s, m) for o, s, m in trained if o == optimizer] == [
+            (0, 1.0), (0, 0.5), (0, 2.0), (0, 4.0), (0, 8.0), (1, 4.0), (2, 4.0)]
 
 
 def test_a_study_keeps_the_variants_it_sweeps_wide(tmp_path, monkeypatch, capsys):
