@@ -183,6 +183,9 @@ def parse_args(argv=None):
     args.seeds = [args.seed] if args.seed is not None else args.seeds or [0]
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds repeats a seed: {args.seeds}")
+    if not all(0 <= s < 2**32 for s in args.seeds):  # NumPy's and scikit-learn's seed range
+        p.error(f"--seeds must be whole numbers from 0 to {2**32 - 1}: "
+                f"{' '.join(map(str, args.seeds))}")
     scales = args.lr_scales or (list(lr_tuning.DEFAULT_SWEEP) if args.tune_lr else [1.0])
     if min(scales) <= 0 or not all(map(math.isfinite, scales)):
         p.error(f"--lr-scales must be positive numbers: {' '.join(f'{m:g}' for m in scales)}")
@@ -382,7 +385,11 @@ def run(args):
         for v in variants:
             print(f"{v.name:32} {trainable_params(build_model(v)):>9,} trainable parameters")
         return 0
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{args.output_dir}: --output-dir cannot be created "
+                         f"({e.strerror})") from None
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"{args.output_dir}: --output-dir is not writable")
     if args.deterministic:  # TensorFlow-wide, before any compile(); clear_session keeps it

@@ -275,7 +275,9 @@ def test_registered_levels_join_the_grid_by_flag(tmp_path, capsys):
     (["--lr-scales", "nan"], "must be positive"),
     (["--tune-lr", "--lr-scales", "1"], "at least two"),
     (["--tune-lr", "--shard", "0/2"], "in one process"),
-    (["--wide-sweep", "CNN_ReLU_MaxPool_SGD"], "add --tune-lr")])
+    (["--wide-sweep", "CNN_ReLU_MaxPool_SGD"], "add --tune-lr"),
+    (["--seeds", "0", "-1"], "whole numbers from 0 to 4294967295"),
+    (["--seed", str(2**32)], "whole numbers from 0 to 4294967295")])
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         fm.parse_args(argv)

@@ -118,6 +118,11 @@ def test_bad_output_dir_is_refused_and_left_alone(tmp_path, capsys):
     assert err.count("\n") == 1  # one line, no usage block
     assert a_file.read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # nothing else written
+    capsys.readouterr()
+    assert fm.main(["--output-dir", str(a_file / "inside"), *ONE]) == 2  # cannot be created
+    err = capsys.readouterr().err
+    assert err == f"error: {a_file / 'inside'}: --output-dir cannot be created (Not a directory)\n"
+    assert a_file.read_text() == "not a folder"
 
 
 def test_missing_data_dir_is_one_line(tmp_path, capsys):
