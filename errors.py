@@ -1,5 +1,7 @@
 """The errors a user can fix: the CLI prints their one-line message and exits 2."""
 
+import argparse
+
 
 class LabError(Exception):
     """A problem the user can fix; the CLI prints its one-line message and exits 2."""
@@ -12,3 +14,10 @@ class DataError(LabError):
 class UsageError(LabError):
     """Settings, folders or a shard environment that cannot work together: the message names
     the setting and what to do."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: a usage block of many options would bury it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

@@ -46,7 +46,7 @@ import lr_tuning  # noqa: E402
 import run_store  # noqa: E402
 import tensorboard_hparams  # noqa: E402
 from data import prepare_data, prepare_test_images  # noqa: E402
-from errors import LabError, UsageError  # noqa: E402
+from errors import LabError, Parser, UsageError  # noqa: E402
 from levels import FACTORS, LEVELS  # noqa: E402
 from models import build_model, trainable_params, variant_grid  # noqa: E402
 from report import write_report  # noqa: E402
@@ -79,13 +79,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or isinstance(action.default, bool) or "default" in action.help:
             return action.help
         return super()._get_help_string(action)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error: the usage of 40-odd options would bury it."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser():

@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from errors import Parser  # noqa: E402
+from levels import LEVELS  # noqa: E402
 from run_store import metrics_paths  # noqa: E402  (no TensorFlow: the orchestrator stays light)
 # The baseline is the runner's default recipe, plus --baseline-flags. The tables in
 # benchmarks/README.md were made with the defaults of their day: the 6-epoch table of
@@ -63,6 +65,24 @@ def config_name(text):
     return text
 
 
+def positive_int(text):
+    """argparse type: a whole number of at least 1 (epochs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
+    return value
+
+
+def check_variant(parser, levels):
+    """The (activation, downsampling, optimizer) levels exist, before anything trains."""
+    for (factor, known), level in zip(LEVELS.items(), levels):
+        if level not in known:
+            parser.error(f"unknown {factor} {level!r} (choose from {', '.join(known)})")
+
+
 def flags_of(config):
     return [flag for part in config.split("+") for flag in CONFIGS[part]]
 
@@ -82,11 +102,11 @@ def check_base_flags(parser, base_flags):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = Parser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--configs", nargs="+", type=config_name, default=list(CONFIGS),
                    help=f"from {', '.join(CONFIGS)}; A+B combines two")
-    p.add_argument("--epochs", type=int, default=6, help="the fixed budget of every run")
+    p.add_argument("--epochs", type=positive_int, default=6, help="the fixed budget of every run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variant", nargs=3, default=["relu", "maxpool", "adam"],
                    metavar=("ACTIVATION", "DOWNSAMPLING", "OPTIMIZER"))
@@ -100,6 +120,7 @@ def parse_args():
     p.add_argument("--table-only", action="store_true", help="no training, only the table")
     args = p.parse_args()
     check_base_flags(p, args.base_flags)
+    check_variant(p, args.variant)
     return args
 
 

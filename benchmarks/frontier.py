@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation import check_base_flags, finished_run, write_table  # benchmarks/ is on a script's path
+from ablation import (check_base_flags, config_name, finished_run,  # benchmarks/ is on
+                      positive_int, write_table)                      # a script's path
+from errors import Parser  # noqa: E402  (the project's folder: ablation put it on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("relu", "maxpool", "sgd"), ("relu", "maxpool", "adam")]  # the ablation's two
@@ -39,10 +41,11 @@ def budget_and_folder(text):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = Parser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", required=True, help="an ablation.py configuration (A+B+...)")
-    p.add_argument("--epochs", type=int, nargs="+", default=[8, 12, 16, 24, 32])
+    p.add_argument("--config", required=True, type=config_name,
+                   help="an ablation.py configuration (A+B+...)")
+    p.add_argument("--epochs", type=positive_int, nargs="+", default=[8, 12, 16, 24, 32])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--baseline-flags", default="", metavar="'FLAGS'",
                    help="passed to ablation.py: runner flags that make its baseline")

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from scipy import stats
 
-from ablation import finished_run, write_table  # benchmarks/ is on a script's path
+from ablation import check_variant, finished_run, write_table  # benchmarks/ is on a script's path
+from errors import Parser  # noqa: E402  (the project's folder: ablation put it on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = {"bfloat16": "mixed_bfloat16", "float32": "float32"}  # folder -> --precision
@@ -31,7 +32,7 @@ VARIANTS = [("relu", "maxpool", "adam"), ("relu", "maxpool", "sgd")]
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = Parser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--variants", nargs="+", default=[",".join(v) for v in VARIANTS],
                    metavar="A,D,O", help="activation,downsampling,optimizer")
@@ -48,6 +49,16 @@ def parse_args():
     p.add_argument("--table-only", action="store_true", help="no training, only the table")
     args = p.parse_args()
     args.variants = [tuple(v.split(",")) for v in args.variants]
+    for variant in args.variants:
+        if len(variant) != 3:
+            p.error(f"--variants: {','.join(variant)!r} is not ACTIVATION,DOWNSAMPLING,OPTIMIZER")
+        check_variant(p, variant)
+    if args.float32_runs and not args.table_only:  # checked before anything trains
+        missing = [f"{'/'.join(v)} seed {s}" for s in args.seeds for v in args.variants
+                   if not finished_run(args.float32_runs, v, s)]
+        if missing:
+            p.error(f"--float32-runs {args.float32_runs} has no finished {missing[0]}"
+                    + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else ""))
     return args
 
 
@@ -65,8 +76,6 @@ def train(args):
             for precision, policy in PRECISIONS.items():
                 if finished_run(folder_of(args, precision), variant, seed):
                     continue
-                if precision == "float32" and args.float32_runs:
-                    sys.exit(f"error: {args.float32_runs} has no finished {variant} seed {seed}")
                 activation, downsampling, optimizer = variant
                 command = [sys.executable, str(ROOT / "fashion_mnist_cnn.py"),
                            "--activation", activation, "--downsampling", downsampling,

@@ -370,3 +370,24 @@ def test_a_budget_flag_after_base_flags_is_refused(script, config):
                           capture_output=True, text=True, cwd=root)
     assert done.returncode == 2
     assert "--base-flags took --epochs, which this script sets itself" in done.stderr
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("ablation.py", ["--variant", "relu", "maxpool", "rmsprop"], "unknown optimizer 'rmsprop'"),
+    ("ablation.py", ["--configs", "cutout"], "unknown configuration 'cutout'"),
+    ("frontier.py", ["--config", "cutout"], "unknown configuration 'cutout'"),
+    ("frontier.py", ["--config", "baseline", "--epochs", "8", "0"], "'0' must be a whole number"),
+    ("parity.py", ["--variants", "relu,maxpool"], "is not ACTIVATION,DOWNSAMPLING,OPTIMIZER"),
+    ("parity.py", ["--float32-runs", "no-such-folder"], "has no finished relu/maxpool/adam seed 0"),
+])
+def test_bad_benchmark_arguments_are_one_line_before_anything_trains(script, argv, message,
+                                                                     tmp_path):
+    """The benchmark scripts check their arguments (levels, configurations, budgets, the
+    float32 folder parity.py pairs with) before the first run starts, in one line, exit 2."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), *argv,
+                           "--output-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
