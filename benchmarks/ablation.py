@@ -198,12 +198,21 @@ def table(args):
             delta = f"{pp(statistics.mean(diffs))} ({', '.join(pp(d) for d in diffs)})"
         lines.append(f"| {config} | " + " | ".join(f"{100 * a:.2f}" for a in accs) +
                      f" | {100 * statistics.mean(accs):.2f} | {delta} | {seconds:.0f} |")
+    earlier = args.table.read_text().splitlines() if args.table.exists() else []
     for translate, what in ((0, "flip TTA"), (1, "flip + 1-px translation TTA")):
         if not all(base[s] and base[s]["status"] == "ok" for s in seeds):
             break
+        row = f"| baseline checkpoints + {what} at evaluation |"
+        if not all((Path(base[s]["run_dir"]) / "model.keras").exists() for s in seeds):
+            # saved models stay out of git: a checkout without them keeps the row it has
+            # for the same runs (same first line: variant, budget, seeds), else says why
+            kept = [line for line in earlier if line.startswith(row)]
+            lines += kept if kept and earlier[0] == lines[0] else [
+                row + " (needs the baseline's saved models) | " + "| " * (len(seeds) + 2)]
+            continue
         plain, flipped = zip(*(flip_tta_accuracies(args, s, base[s], translate) for s in seeds))
         diffs = [f - p for p, f in zip(plain, flipped)]
-        lines.append(f"| baseline checkpoints + {what} at evaluation | " +
+        lines.append(f"{row} " +
                      " | ".join(f"{100 * a:.2f}" for a in flipped) +
                      f" | {100 * statistics.mean(flipped):.2f} | "
                      f"{pp(statistics.mean(diffs))} ({', '.join(pp(d) for d in diffs)}) vs the "
