@@ -391,3 +391,34 @@ def test_bad_benchmark_arguments_are_one_line_before_anything_trains(script, arg
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+
+
+def test_ablation_table_without_saved_models_keeps_its_checkpoint_rows(tmp_path):
+    """Saved models stay out of git, so a fresh checkout cannot re-score the baseline's
+    checkpoints: --table-only keeps those rows from the table of the same runs, and where
+    there is none says what they need, instead of failing."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ablation
+
+    for config, accuracy in (("baseline", 0.9457), ("translate_2px", 0.9450)):
+        folder = run_store.run_dir(tmp_path / config, "CNN_ReLU_MaxPool_SGD", 0)
+        folder.mkdir(parents=True)
+        run_store.write_metrics(folder, {
+            "name": "CNN_ReLU_MaxPool_SGD", "activation": "relu", "downsampling": "maxpool",
+            "optimizer": "sgd", "seed": 0, "status": "ok", "val_accuracy": accuracy,
+            "train_seconds": 640.0, "epochs_run": 32})
+    args = argparse.Namespace(variant=["relu", "maxpool", "sgd"], epochs=32, seeds=[0],
+                              configs=["baseline", "translate_2px"], output_dir=tmp_path,
+                              table=tmp_path / "table.md")
+    fresh = ablation.table(args).splitlines()
+    assert fresh[5] == "| translate_2px | 94.50 | 94.50 | -0.07 (-0.07) | 20 |"
+    assert fresh[6].startswith("| baseline checkpoints + flip TTA at evaluation | (needs the "
+                               "baseline's saved models) |")
+    assert fresh[6].count("|") == fresh[2].count("|")  # as many cells as the header
+    measured = "| baseline checkpoints + flip TTA at evaluation | 94.60 | 94.60 | +0.03 (+0.03) vs the same checkpoints without | – |"
+    args.table.write_text("\n".join([*fresh[:6], measured, fresh[7]]) + "\n")
+    assert measured in ablation.table(args).splitlines()
+    args.epochs = 24  # a table of other runs (its first line differs) lends no row
+    assert ablation.table(args).splitlines()[6].startswith(fresh[6][:60])
