@@ -46,12 +46,12 @@ import lr_tuning  # noqa: E402
 import run_store  # noqa: E402
 import tensorboard_hparams  # noqa: E402
 from data import prepare_data, prepare_test_images  # noqa: E402
-from errors import LabError, Parser, UsageError  # noqa: E402
+from errors import LabError, Parser, UsageError, positive_int  # noqa: E402
 from levels import FACTORS, LEVELS  # noqa: E402
 from models import build_model, trainable_params, variant_grid  # noqa: E402
 from report import write_report  # noqa: E402
 from training import (QUICK, Recipe, complete_saved_run, distribution_strategy,  # noqa: E402
-                      flag_of, gpus, grid_precision, positive_int, resolve_precision,
+                      flag_of, gpus, grid_precision, resolve_precision,
                       setting_names, train_and_evaluate)
 
 QUICK_OUTPUT_DIR = Path("results-quick")  # --quick runs never mix with real ones

@@ -25,23 +25,12 @@ import model_analysis
 import run_store
 import tensorboard_hparams
 from data import CLASS_NAMES, SPLIT_SIZES, make_dataset
-from errors import UsageError
+from errors import UsageError, positive_int
 from factor_analysis import convergence_measures
 from levels import FACTORS, LEVELS
 from models import build_model, downsampling_params, trainable_params
 from training_callbacks import (EpochTimer, KeepBestCheckpointOnly, Lookahead,
                                 NeverPositiveUnits, RecomputeBatchNormStatistics, ShortProgress)
-
-
-def positive_int(text):
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def setting(default, help, technique=False, **cli):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from errors import Parser  # noqa: E402
+from errors import Parser, positive_int  # noqa: E402
 from levels import LEVELS  # noqa: E402
 from run_store import metrics_paths  # noqa: E402  (no TensorFlow: the orchestrator stays light)
 # The baseline is the runner's default recipe, plus --baseline-flags. The tables in
@@ -63,17 +63,6 @@ def config_name(text):
         raise argparse.ArgumentTypeError(f"unknown configuration {unknown[0]!r} (choose from "
                                          f"{', '.join(CONFIGS)}, or join several with '+')")
     return text
-
-
-def positive_int(text):
-    """argparse type: a whole number of at least 1 (epochs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
-    return value
 
 
 def check_variant(parser, levels):

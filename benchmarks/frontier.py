@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation import (check_base_flags, config_name, finished_run,  # benchmarks/ is on
-                      positive_int, write_table)                      # a script's path
-from errors import Parser  # noqa: E402  (the project's folder: ablation put it on the path)
+from ablation import check_base_flags, config_name, finished_run, write_table  # benchmarks/ is on a script's path
+from errors import Parser, positive_int  # noqa: E402  (the project's folder: ablation put it on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("relu", "maxpool", "sgd"), ("relu", "maxpool", "adam")]  # the ablation's two

@@ -376,7 +376,7 @@ def test_a_budget_flag_after_base_flags_is_refused(script, config):
     ("ablation.py", ["--variant", "relu", "maxpool", "rmsprop"], "unknown optimizer 'rmsprop'"),
     ("ablation.py", ["--configs", "cutout"], "unknown configuration 'cutout'"),
     ("frontier.py", ["--config", "cutout"], "unknown configuration 'cutout'"),
-    ("frontier.py", ["--config", "baseline", "--epochs", "8", "0"], "'0' must be a whole number"),
+    ("frontier.py", ["--config", "baseline", "--epochs", "8", "0"], "'0' must be at least 1"),
     ("parity.py", ["--variants", "relu,maxpool"], "is not ACTIVATION,DOWNSAMPLING,OPTIMIZER"),
     ("parity.py", ["--float32-runs", "no-such-folder"], "has no finished relu/maxpool/adam seed 0"),
 ])
