@@ -57,7 +57,7 @@ def claims_section(tuned, factors, sensitivity, output_dir):
              "Why each measure: " + " ".join(
                  f"{r['claim'].split('.')[0]}: {r['why']}." for i, r in enumerate(rows)
                  if r["why"] not in [q["why"] for q in rows[:i]]) + strided_units_note(used)
-             + seed_plan_note(claims.seed_plan(tuned, family)))
+             + seed_plan_note(claims.seed_plan(rows, family)))
     table = ("The classic claims, tested", intro,
              ["claim", "measure", "effect", "95% interval", f"Bonferroni (x{family})",
               "smallest effect of interest", "verdict"], body)

@@ -290,7 +290,7 @@ def test_seed_plan_from_the_pooled_residual_spread():
 
     runs = factorial_runs("test_accuracy", lambda v: 0.003 * (v.optimizer == "sgd"),
                           seeds=range(10), noise=0.0015)
-    plan = claims.seed_plan(runs, family=8)
+    plan = claims.seed_plan(claims.claims_table(runs), family=8)
     assert plan["df"] == 63 and plan["seeds"] == 10
     assert plan["sigma"] == pytest.approx(0.0015, rel=0.25)
     for needed, alpha in ((plan["needed"], 0.05), (plan["needed_family"], 0.05 / 8)):
@@ -301,7 +301,8 @@ def test_seed_plan_from_the_pooled_residual_spread():
     detectable = plan["detectable"]
     assert factorial.power(detectable, plan["sigma"] / math.sqrt(20), 63, 0.05 / 8) == \
         pytest.approx(0.8, abs=1e-3)
-    noisy = claims.seed_plan(factorial_runs("test_accuracy", lambda v: 0.0, seeds=range(10),
-                                            noise=0.006), family=8)
+    noisy = claims.seed_plan(claims.claims_table(factorial_runs(
+        "test_accuracy", lambda v: 0.0, seeds=range(10), noise=0.006)), family=8)
     assert noisy["needed_family"] is None or noisy["needed_family"] > plan["needed_family"]
-    assert claims.seed_plan(factorial_runs("test_accuracy", lambda v: 0.0, seeds=[0]), 8) is None
+    one_seed = claims.claims_table(factorial_runs("test_accuracy", lambda v: 0.0, seeds=[0]))
+    assert claims.seed_plan(one_seed, 8) is None
