@@ -92,6 +92,11 @@ def display_name(name):
     return DISPLAY[name]
 
 
+def variant_name(names):
+    """The run folders' name of a variant from its level names: CNN_ReLU_MaxPool_Adam."""
+    return "CNN_" + "_".join(DISPLAY[name] for name in names)
+
+
 def level_order(factor, name):
     """The level's place in its factor's registry (the reference is 0)."""
     return list(LEVELS[factor]).index(name)

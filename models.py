@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from levels import DISPLAY, FACTORS, LEVELS, level  # noqa: F401  (FACTORS: the default grid)
+from levels import DISPLAY, FACTORS, LEVELS, level, variant_name  # noqa: F401  (FACTORS: the default grid)
 
 MAX_TRAINABLE_PARAMS = 1_000_000
 
@@ -28,7 +28,7 @@ class Variant:
 
     @property
     def name(self):
-        return "CNN_" + "_".join(DISPLAY[v] for v in dataclasses.astuple(self))
+        return variant_name(dataclasses.astuple(self))
 
 
 def variant_grid(activations, downsamplings, optimizers):

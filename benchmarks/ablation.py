@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from errors import Parser, positive_int  # noqa: E402
-from levels import LEVELS  # noqa: E402
-from run_store import metrics_paths  # noqa: E402  (no TensorFlow: the orchestrator stays light)
+from levels import LEVELS, variant_name  # noqa: E402
+from run_store import metrics_paths, run_dir  # noqa: E402  (no TensorFlow: the orchestrator stays light)
 # The baseline is the runner's default recipe, plus --baseline-flags. The tables in
 # benchmarks/README.md were made with the defaults of their day: the 6-epoch table of
 # 2026-11-29 with `--baseline-flags "--adam-peak-lr 0.002"`, the 8-epoch tables of
@@ -175,9 +175,13 @@ def table(args):
     for config in args.configs:
         runs = {s: finished(args, config, s) for s in seeds}
         if not all(r and r["status"] == "ok" for r in runs.values()):
+            # a seed without a run folder was not run (a screen may stop a technique early)
+            started = any(not r and run_dir(args.output_dir / config, variant_name(
+                args.variant), s).exists() for s, r in runs.items())
             lines.append(f"| {config} | " + " | ".join(
                 f"{100 * r['val_accuracy']:.2f}" if r and r["status"] == "ok" else "–"
-                for r in runs.values()) + " | (unfinished) | | |")
+                for r in runs.values()) + (" | (unfinished) | | |" if started else
+                                           " | (not run) | | |"))
             continue
         accs = [runs[s]["val_accuracy"] for s in seeds]
         seconds = statistics.mean(r["train_seconds"] / r["epochs_run"] for r in runs.values())

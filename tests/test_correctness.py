@@ -422,3 +422,27 @@ def test_ablation_table_without_saved_models_keeps_its_checkpoint_rows(tmp_path)
     assert measured in ablation.table(args).splitlines()
     args.epochs = 24  # a table of other runs (its first line differs) lends no row
     assert ablation.table(args).splitlines()[6].startswith(fresh[6][:60])
+
+
+def test_ablation_table_tells_a_technique_not_run_from_one_unfinished(tmp_path):
+    """A seed screen stops some techniques before their last seed: the table says "not run"
+    for a seed without a run folder and "unfinished" for one that has started."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ablation
+
+    for config in ("baseline", "translate_2px", "label_smoothing_0.1"):
+        folder = run_store.run_dir(tmp_path / config, "CNN_ReLU_MaxPool_SGD", 0)
+        folder.mkdir(parents=True)
+        run_store.write_metrics(folder, {
+            "name": "CNN_ReLU_MaxPool_SGD", "activation": "relu", "downsampling": "maxpool",
+            "optimizer": "sgd", "seed": 0, "status": "ok", "val_accuracy": 0.945,
+            "train_seconds": 640.0, "epochs_run": 32})
+    run_store.run_dir(tmp_path / "label_smoothing_0.1", "CNN_ReLU_MaxPool_SGD", 1).mkdir()
+    args = argparse.Namespace(variant=["relu", "maxpool", "sgd"], epochs=32, seeds=[0, 1],
+                              configs=["translate_2px", "label_smoothing_0.1"],
+                              output_dir=tmp_path, table=tmp_path / "table.md")
+    rows = ablation.table(args).splitlines()
+    assert rows[4] == "| translate_2px | 94.50 | – | (not run) | | |"
+    assert rows[5] == "| label_smoothing_0.1 | 94.50 | – | (unfinished) | | |"
