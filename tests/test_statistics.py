@@ -201,12 +201,24 @@ def test_bonferroni_widens_every_interval_and_holm_adjusts_the_p_values():
     assert (alone["family_low"], alone["family_high"]) == pytest.approx((alone["low"], alone["high"]))
 
 
+def test_holm_is_statsmodels_holm():
+    from statsmodels.stats.multitest import multipletests
+
+    import factorial
+
+    rng = np.random.default_rng(0)
+    for p in ([0.01, 0.04, 0.03, 0.2], [0.5, 0.5, 0.001], rng.uniform(0, 0.2, 12), [0.3]):
+        expected = multipletests(p, method="holm")[1]
+        assert factorial.holm_adjusted(p) == pytest.approx(expected, abs=1e-12)
+    assert list(factorial.holm_adjusted([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
+
+
 def test_bonferroni_keeps_the_family_error_near_five_percent():
     # All-null grids: how often does at least one of the six intervals miss zero?
     any_false, any_false_adjusted = 0, 0
     for k in range(100):
         rows = synthetic_rows(3, {}, 0.003, seed=1000 + k)
-        entries = fa.family_adjusted(fa.factor_effects(rows, FACTORS) + fa.interactions(rows, FACTORS))
+        entries = fa.family_adjusted(sum(fa.effects_and_interactions(rows, FACTORS), []))
         any_false += any(e["significant"] for e in entries)
         any_false_adjusted += any(e["family_significant"] for e in entries)
     assert any_false_adjusted <= 12 < any_false  # nominal ~5 vs ~26 of 100
