@@ -45,8 +45,8 @@ gpu-check: $(VENV)/.installed-dev data
 run: $(VENV)/.installed data
 	$(PY) fashion_mnist_cnn.py $(ARGS)
 
-# The claims study: each variant's peak tuned with the same budget, then three seeds at it
-# (resumable; how many sweep runs follows from the sweep rule).
+# The claims study: each variant's learning-rate window swept by one rule on seed 0, then
+# three seeds at its chosen peak (resumable; the sweep rule sets how many runs each variant gets).
 STUDY_DIR ?= results-study
 study: $(VENV)/.installed data
 	$(PY) fashion_mnist_cnn.py --tune-lr --seeds 0 1 2 --output-dir $(STUDY_DIR) $(ARGS)
