@@ -97,7 +97,7 @@ def build_parser():
                            "its own run folder, and the report compares each variant at its "
                            "M with the best validation accuracy (default: 1)")
     grid.add_argument("--tune-lr", action="store_true",
-                      help="tune each variant's peak with the same budget, then compare: the "
+                      help="tune each variant's peak by the same rule, then compare: the "
                            "--lr-scales sweep (default: "
                            f"{' '.join(f'{m:g}' for m in lr_tuning.DEFAULT_SWEEP)}) on the first "
                            "seed, extended by a doubling on each side while that side is "
