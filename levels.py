@@ -24,6 +24,11 @@ class Level:
     build: object     # activation: f(name); downsampling: f(x, filters, name, conv_block);
     #                   optimizer: f(schedule, recipe, averaging)
     style: object     # marker (activation), line style (downsampling), colour (optimizer)
+    long_name: str = ""  # what a figure's axis calls it, where the display name is too terse
+
+    @property
+    def described(self):
+        return self.long_name or self.display
 
 
 def _layer(kind, **options):
@@ -69,8 +74,8 @@ LEVELS = {  # factor -> {level: Level}, the reference level (the first) compared
         "avgpool": Level("avgpool", "AvgPool", _pooling("AveragePooling2D"), ":"),
     },
     "optimizer": {
-        "adam": Level("adam", "Adam", _adamw, "#1f77b4"),
-        "sgd": Level("sgd", "SGD", _sgd, "#d62728"),
+        "adam": Level("adam", "Adam", _adamw, "#1f77b4", "AdamW"),
+        "sgd": Level("sgd", "SGD", _sgd, "#d62728", "SGD with Nesterov momentum"),
     },
 }
 # The default grid: the seed's two levels of each choice (8 variants); the others are opt-in.

@@ -434,11 +434,11 @@ def plot_lr_sensitivity(curves, path, band=0.005):
                         for _, lr, _ in points})
         ax.set_xticks(peaks, [f"{lr:.3g}" for lr in peaks])
         ax.minorticks_off()
-        ax.set_xlabel(f"peak learning rate of {'AdamW' if optimizer == 'adam' else 'SGD'} (log scale)")
+        ax.set_xlabel("peak learning rate (log scale)")
         if ax is axes[0][0]:  # the scale is shared
             ax.set_ylabel("validation accuracy (%)")
         ax.set_ylim(bottom, ceiling)  # both ends: the axes share one scale
-        ax.set_title(f"{'AdamW' if optimizer == 'adam' else 'SGD with momentum'}: star = chosen, "
+        ax.set_title(f"{LEVELS['optimizer'][optimizer].described}: star = chosen, "
                      "dotted = the recipe's peak", fontsize=11)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8.5, loc="best")

@@ -217,3 +217,23 @@ def test_a_merged_report_carries_the_folders_sweep_protocol(tmp_path):
     plain.mkdir()
     run_store.carry_wide_sweep([plain], tmp_path)
     assert run_store.read_wide_sweep(tmp_path) is None
+
+
+def test_lr_sensitivity_names_each_optimizer_from_its_registry_entry(monkeypatch):
+    """A panel's title is its optimizer's registered name: a level added in levels.py is
+    not drawn under another optimizer's name."""
+    import levels
+    import visualization_utils
+
+    figures = []
+    monkeypatch.setattr(visualization_utils, "save_figure",
+                        lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setitem(levels.LEVELS["optimizer"], "rmsprop",
+                        levels.Level("rmsprop", "RMSprop", None, "#2ca02c"))
+    monkeypatch.setitem(visualization_utils.OPTIMIZER_COLOR, "rmsprop", "#2ca02c")
+    curves = [(dict(activation="relu", downsampling="maxpool", optimizer=name), name,
+               [(0.5, 0.01, 0.92), (1, 0.02, 0.93)], 1) for name in ("sgd", "rmsprop")]
+    visualization_utils.plot_lr_sensitivity(curves, "unused.png")
+    (fig,) = figures
+    titles = [ax.get_title().split(":")[0] for ax in fig.axes]
+    assert titles == ["SGD with Nesterov momentum", "RMSprop"]
