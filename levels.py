@@ -24,7 +24,7 @@ class Level:
     build: object     # activation: f(name); downsampling: f(x, filters, name, conv_block);
     #                   optimizer: f(schedule, recipe, averaging)
     style: object     # marker (activation), line style (downsampling), colour (optimizer)
-    long_name: str = ""  # what a figure's axis calls it, where the display name is too terse
+    long_name: str = ""  # what a figure's title calls it, where the display name is too terse
 
     @property
     def described(self):
