@@ -46,11 +46,14 @@ def claims_section(tuned, factors, sensitivity, output_dir):
     extra = len(used) < len([r for r in tuned if r["status"] == "ok"])
     intro = (f"Each claim is one contrast of the replicated factorial model (the seed's two "
              f"levels of each choice, seeds as blocks, OLS), on the {len(used)} runs of {where}"
-             f" with seeds {', '.join(map(str, seeds))}"
+             f" with seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
              + (" (the grid's other levels are left out of the claims)" if extra else "") +
              ". The effect is signed so that a positive value is what the claim says, averaged "
              "over the other two choices; its 95% interval uses the model's residual variance, "
-             f"the Bonferroni interval holds for all {family} tested claims at once. "
+             + (f"the Bonferroni interval holds for all {family} tested claims at once. "
+                if family else "the Bonferroni interval covers every tested claim, and here "
+                "none is: one seed (or a missing variant) leaves no residual to measure the "
+                "noise with. ") +
              "Verdicts: " + "; ".join(f"*{k}*: {v}" for k, v in claims.VERDICTS.items()) +
              ". Where the effect differs between the contexts beyond noise (the interaction's "
              "F test at the family-wise level) the verdict says on what it depends. "
@@ -59,7 +62,8 @@ def claims_section(tuned, factors, sensitivity, output_dir):
                  if r["why"] not in [q["why"] for q in rows[:i]]) + strided_units_note(used)
              + seed_plan_note(claims.seed_plan(rows, family)))
     table = ("The classic claims, tested", intro,
-             ["claim", "measure", "effect", "95% interval", f"Bonferroni (x{family})",
+             ["claim", "measure", "effect", "95% interval",
+              f"Bonferroni (x{family})" if family else "Bonferroni",
               "smallest effect of interest", "verdict"], body)
     if not tested:
         return table, []
