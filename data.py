@@ -127,7 +127,7 @@ def scale_images(images):
 
 
 def make_dataset(x, y, batch_size, training, seed, translate=0, random_erasing=0.0,
-                 one_hot=False, alternating_epochs=None):
+                 one_hot=False, alternating_flips=False, epochs=None, start_epoch=0):
     """tf.data pipeline: in memory, shuffled and augmented for training, prefetched.
 
     Augmentation runs per batch inside the pipeline, overlapping the training step: random
@@ -135,18 +135,25 @@ def make_dataset(x, y, batch_size, training, seed, translate=0, random_erasing=0
     with translate, random shifts of up to that many whole pixels per image, zero filled;
     with random_erasing P, a random rectangle of each image replaced by noise with
     probability P. Every random layer is seeded from seed, so a pipeline rebuilt with the
-    same seed (a resumed run's) draws the same augmentations in the same order.
+    same seed draws the same augmentations in the same order.
     one_hot: labels as one-hot rows, which label smoothing needs.
 
-    alternating_epochs=(first, last): instead of random flips, each image is mirrored in every
-    other epoch (airbench's alternating flips; in which parity, drawn per image from the seed),
-    so every two epochs see both views of it. The dataset then spans epochs first..last-1 (fit
-    with steps_per_epoch): the epoch number decides the flip, and a resumed run starts at its
-    first unfinished epoch.
+    epochs (training): one stream of that many passes, each reshuffled, for fit with
+    steps_per_epoch -- read through a single iterator, so what each epoch sees depends on
+    the seed and the epoch alone (fit on a one-pass dataset opens new iterators between
+    epochs, each moving the shuffle's and the augmentations' generators on). start_epoch:
+    the stream begins there, past the batches the earlier epochs drew, so a resumed run
+    sees what an unbroken one would (skipping runs the augmentations: seconds per epoch).
+    Without epochs: one pass (what evaluation and the benchmarks iterate).
+
+    alternating_flips: instead of random flips, each image is mirrored in every other epoch
+    (airbench's alternating flips; in which parity, drawn per image from the seed), so every
+    two epochs see both views of it; the epoch number decides the flip.
     """
     if one_hot:
         y = keras.utils.to_categorical(y, len(CLASS_NAMES)).astype(np.float32)
-    if training and alternating_epochs:
+    passes = epochs or 1
+    if training and alternating_flips:
         images, labels = tf.constant(x), tf.constant(y)
         flipped_even = tf.constant(np.random.default_rng(seed).random(len(x)) < 0.5)
 
@@ -161,16 +168,18 @@ def make_dataset(x, y, batch_size, training, seed, translate=0, random_erasing=0
                 return batch, tf.gather(labels, chosen)
             return tf.data.Dataset.range(len(x)).batch(batch_size).map(batch_of)
 
-        ds = tf.data.Dataset.range(*alternating_epochs).flat_map(epoch)
-        return augmented(ds, random_augmentations(translate, random_erasing, seed)).prefetch(
-            tf.data.AUTOTUNE)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if training:
-        ds = augmented(ds, [keras.layers.RandomFlip("horizontal", seed=seed),
-                            *random_augmentations(translate, random_erasing, seed)])
+        ds = augmented(tf.data.Dataset.range(passes).flat_map(epoch),
+                       random_augmentations(translate, random_erasing, seed))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+        if training:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+        if training:
+            ds = augmented(ds.repeat(passes), [keras.layers.RandomFlip("horizontal", seed=seed),
+                                               *random_augmentations(translate, random_erasing, seed)])
+    if start_epoch:
+        ds = ds.skip(start_epoch * math.ceil(len(x) / batch_size))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

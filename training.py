@@ -29,8 +29,8 @@ from errors import UsageError, positive_int
 from factor_analysis import convergence_measures
 from levels import FACTORS, LEVELS
 from models import build_model, downsampling_params, trainable_params
-from training_callbacks import (EpochTimer, KeepBestCheckpointOnly, Lookahead,
-                                NeverPositiveUnits, RecomputeBatchNormStatistics, ShortProgress)
+from training_callbacks import (ContinueDropoutMasks, EpochTimer, KeepBestCheckpointOnly,
+                                Lookahead, NeverPositiveUnits, RecomputeBatchNormStatistics, ShortProgress)
 
 
 def setting(default, help, technique=False, **cli):
@@ -286,15 +286,17 @@ def dirac_kernel(shape):
     return kernel
 
 
-def training_callbacks(run_dir, recipe, x_train, best_so_far, x_probe):
+def training_callbacks(run_dir, recipe, x_train, best_so_far, x_probe, steps_done=0):
     """Keras' callbacks and the lab's, in the order that makes a kill at any moment
     recoverable (run_store.prepare_resume): backup and checkpoint, then the history row --
-    the commit point -- and only then superseded checkpoints go."""
+    the commit point -- and only then superseded checkpoints go. steps_done: the training
+    steps of the epochs a resumed run restores (0 for a fresh one)."""
     return [
         EpochTimer(),  # first, so CSVLogger writes its "seconds" column
         keras.callbacks.TerminateOnNaN(),
         # the training state (with EMA: the raw weights, the averages inside the optimizer)
         keras.callbacks.BackupAndRestore(str(run_dir / run_store.BACKUP), double_checkpoint=True),
+        ContinueDropoutMasks(steps_done),  # after the restore: the generators Keras' backup lacks
         # With EMA the averaged weights are validated and checkpointed: swapped in before each
         # validation (and batch norm's statistics then recomputed for them) and at each epoch's
         # end after the backup, swapped back when the next epoch begins.
@@ -330,11 +332,11 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
     # The global batch is --batch-size on any number of replicas (each takes its share of a
     # step), so the experiment is the same on one device or eight; --scale-with-replicas
     # multiplies batch and learning rate instead (linear scaling rule), recorded in settings.
+    # every epoch from one stream (a resumed run's starts at its first unfinished epoch)
     train_ds = make_dataset(x_train, y_train, recipe.global_batch, training=True, seed=seed,
                             translate=recipe.translate, random_erasing=recipe.random_erasing,
-                            one_hot=one_hot,
-                            alternating_epochs=((len(past), recipe.epochs)
-                                                if recipe.alternating_flips else None))
+                            one_hot=one_hot, alternating_flips=recipe.alternating_flips,
+                            epochs=recipe.epochs, start_epoch=len(past))
     val_ds = make_dataset(x_val, y_val, recipe.global_batch, training=False, seed=seed,
                           one_hot=one_hot)
     steps_per_epoch = math.ceil(len(x_train) / recipe.global_batch)
@@ -349,10 +351,9 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
     if len(past) < recipe.epochs:  # else killed while evaluating
         model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, shuffle=False,  # the
                   callbacks=training_callbacks(run_dir, recipe, x_train, best_so_far,  # dataset
-                                               probe),
-                  verbose=1 if sys.stdout.isatty() else 2,  # shuffles; one line per epoch in logs
-                  # alternating flips: one dataset spans the remaining epochs
-                  steps_per_epoch=steps_per_epoch if recipe.alternating_flips else None)
+                                               probe, len(past) * steps_per_epoch),  # shuffles
+                  verbose=1 if sys.stdout.isatty() else 2,  # one line per epoch in logs
+                  steps_per_epoch=steps_per_epoch)  # one stream spans the remaining epochs
 
     evaluation_started = time.time()
     history = run_store.read_history(run_dir / run_store.HISTORY)

@@ -1,5 +1,6 @@
-"""The runner's own Keras callbacks: epoch timing, a short progress line, batch norm statistics recomputed before
-each validation, and pruning of superseded best-so-far checkpoints. The runner orders them
+"""The runner's own Keras callbacks: epoch timing, a short progress line, the dropout masks
+of a resumed run continued, batch norm statistics recomputed before each validation, and
+pruning of superseded best-so-far checkpoints. The runner orders them
 with Keras' own (ModelCheckpoint, BackupAndRestore, CSVLogger, TensorBoard); the order is
 what makes a kill at any moment recoverable (run_store.prepare_resume).
 """
@@ -31,6 +32,28 @@ class ShortProgress(keras.callbacks.ProgbarLogger):
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, {k: v for k, v in (logs or {}).items()
                                      if not k.startswith("never_positive_")})
+
+
+class ContinueDropoutMasks(keras.callbacks.Callback):
+    """After BackupAndRestore has restored a resumed run (place it after that callback): moves
+    every random layer's generator (dropout) past the masks the finished epochs drew.
+
+    Why: Keras' backup holds the weights and the optimizer, not the layers' seed generators,
+    so without this a run resumed after N epochs would draw its first epochs' masks again --
+    on the same images in the same order, which training accuracy then partly memorises. A
+    generator's counter advances by one per training step, so it is moved by the steps the
+    restored epochs took; a fresh run (steps_done 0) is left alone."""
+
+    def __init__(self, steps_done):
+        super().__init__()
+        self.steps_done = steps_done
+
+    def on_train_begin(self, logs=None):
+        for layer in self.model.layers:
+            generator = getattr(layer, "seed_generator", None)
+            if self.steps_done and isinstance(generator, keras.random.SeedGenerator):
+                state = keras.ops.convert_to_numpy(generator.state)
+                generator.state.assign(state + np.array([0, self.steps_done], state.dtype))
 
 
 class RecomputeBatchNormStatistics(keras.callbacks.Callback):

@@ -42,7 +42,10 @@ def wait_for_epochs(out, n, process):
 def test_ctrl_c_then_kill_9_then_resume(tmp_path, capsys):
     """Ctrl-C in epoch 2, kill -9 in epoch 3, then the same command: the run resumes after its
     last whole backup, finishes, and evaluates a logged epoch's checkpoint -- with EMA the
-    averaged weights it validated (the reloaded model reproduces that validation accuracy)."""
+    averaged weights it validated (the reloaded model reproduces that validation accuracy).
+    And it is the same experiment as a run never interrupted: every epoch's training and
+    validation numbers agree (the resumed epochs see the images, shifts, flips and dropout
+    masks an unbroken run's do, not the first epochs' again)."""
     require_real_data()
     out = tmp_path / "out"
     first = start(out)
@@ -80,6 +83,12 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path, capsys):
     assert model.optimizer.use_ema
     accuracy = inference_accuracy(model, *prepare_data(None, 640, 0.1, seed=0)["val"])
     assert accuracy == pytest.approx(history[record["best_epoch"] - 1]["val_accuracy"], abs=1e-6)
+    unbroken = tmp_path / "unbroken"
+    assert fm.main([*ARGS, "--output-dir", str(unbroken)]) == 0
+    expected = run_store.read_history(unbroken / RUN / run_store.HISTORY)
+    for resumed_row, row in zip(history, expected, strict=True):
+        del resumed_row["seconds"], row["seconds"]
+        assert resumed_row == pytest.approx(row, rel=1e-6), f"epoch {int(row['epoch']) + 1}"
     # another technique setting is another experiment: refused, nothing retrained
     assert fm.main([*ARGS, "--ema", "0.99", "--output-dir", str(out)]) == 2
     assert "--ema 0.9 (now 0.99)" in capsys.readouterr().err

@@ -48,8 +48,8 @@ def test_translations_move_whole_pixels_and_fill_with_zeros():
 
 
 def test_translations_replay_with_the_seed():
-    """A pipeline rebuilt with the same seed (a resumed run's) shifts the same images the same
-    way; another seed shifts them otherwise."""
+    """A pipeline rebuilt with the same seed shifts the same images the same way; another seed
+    shifts them otherwise."""
     images = np.random.default_rng(0).random((64, 28, 28, 1)).astype(np.float32) + 0.1
 
     def batches(seed):
@@ -131,7 +131,7 @@ def test_refusals_name_the_flags_that_exist():
 def test_random_erasing_keeps_shapes_erases_only_with_its_probability_and_replays():
     """--random-erasing P: images keep shape and range; with P = 1 every image has a changed
     rectangle, with P = 0 the pipeline is the flips alone; a pipeline rebuilt with the same
-    seed (a resumed run's) draws the same augmentations, another seed others."""
+    seed draws the same augmentations, another seed others."""
     images = np.full((64, 28, 28, 1), 0.5, np.float32)  # flips leave a constant image alone
 
     def batches(p, seed=0):
@@ -219,7 +219,8 @@ def test_lookahead_moves_slow_weights_towards_fast_ones_every_k_steps():
 def test_alternating_flips_mirror_each_image_in_every_other_epoch():
     rng = np.random.default_rng(2)
     images = rng.random((40, 28, 28, 1)).astype(np.float32)
-    ds = make_dataset(images, np.arange(40), 16, training=True, seed=0, alternating_epochs=(0, 3))
+    ds = make_dataset(images, np.arange(40), 16, training=True, seed=0, alternating_flips=True,
+                      epochs=3)
     batches = list(ds)
     assert len(batches) == 3 * 3  # ceil(40 / 16) batches per epoch, three epochs
     flipped = {}
@@ -233,8 +234,29 @@ def test_alternating_flips_mirror_each_image_in_every_other_epoch():
     assert all(f[0] != f[1] and f[0] == f[2] for f in flipped.values())  # alternate
     assert 5 < sum(f[0] for f in flipped.values()) < 35  # which parity: drawn per image
     resumed = [np.asarray(i) for _, i in make_dataset(images, np.arange(40), 16, training=True,
-                                                      seed=0, alternating_epochs=(1, 3))]
+                                                      seed=0, alternating_flips=True, epochs=3,
+                                                      start_epoch=1)]
     assert len(resumed) == 6  # a resumed run's dataset starts at its first unfinished epoch
+    assert all(np.array_equal(r, np.asarray(i)) for r, (_, i) in zip(resumed, batches[3:]))
+
+
+@pytest.mark.parametrize("options", [dict(), dict(translate=2, random_erasing=0.5),
+                                     dict(alternating_flips=True, translate=2)])
+def test_a_stream_started_at_an_epoch_is_the_unbroken_streams_rest(options):
+    """What a run resumed at epoch 2 trains on is what an unbroken run's epochs 2-3 see: the
+    same images in the same order with the same flips, shifts and erasing -- not the first
+    epochs' again, as a one-pass pipeline rebuilt from the seed would give."""
+    images = np.random.default_rng(3).random((40, 28, 28, 1)).astype(np.float32)
+
+    def stream(**more):
+        training.start_run(0, "float32")  # a fresh process: the layers' generators rebuilt
+        return [np.asarray(x) for x, _ in make_dataset(images, np.arange(40), 16, training=True,
+                                                       seed=0, **options, **more)]
+
+    unbroken, resumed = stream(epochs=3), stream(epochs=3, start_epoch=1)
+    assert len(unbroken) == 9 and len(resumed) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, unbroken[3:]))
+    assert not np.array_equal(unbroken[3], stream()[0])  # epoch 2 is not epoch 1 again
 
 
 def test_bad_candidate_values_are_refused_in_one_line(capsys):
