@@ -30,7 +30,8 @@ from factor_analysis import convergence_measures
 from levels import FACTORS, LEVELS
 from models import build_model, downsampling_params, trainable_params
 from training_callbacks import (ContinueDropoutMasks, EpochTimer, KeepBestCheckpointOnly,
-                                Lookahead, NeverPositiveUnits, RecomputeBatchNormStatistics, ShortProgress)
+                                Lookahead, NeverPositiveUnits, RecomputeBatchNormStatistics,
+                                ShortProgress)
 
 
 def setting(default, help, technique=False, **cli):
