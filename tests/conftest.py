@@ -199,3 +199,15 @@ def float32_policy_after_each_test():
     keras.mixed_precision.set_dtype_policy("float32")
     yield
     keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.fixture(autouse=True)
+def op_determinism_off_after_each_test():
+    """--deterministic in-process turns TensorFlow's op determinism on for the whole process,
+    and it picks other kernels: other numbers, each reproducible. A later in-process run on
+    this worker would then not be the run its subprocess twin is (the resume test compares
+    the two). TensorFlow's public API can only turn it on."""
+    yield
+    from tensorflow.python.framework import config
+
+    config.disable_op_determinism()
