@@ -191,23 +191,19 @@ def copy_of(grid_dir, target):
 
 
 @pytest.fixture(autouse=True)
-def float32_policy_after_each_test():
-    """A run in-process leaves its dtype policy global (mixed_bfloat16 where --precision auto
-    picks it): every test starts from float32, whichever ran before it on this worker."""
+def process_state_reset_around_each_test():
+    """What a run in-process leaves process-wide, undone, so every test starts the same,
+    whichever ran before it on this worker: the dtype policy (mixed_bfloat16 where --precision
+    auto picks it) and TensorFlow's op determinism (--deterministic), which picks other
+    kernels and so other numbers, each reproducible: a later in-process run would not be the
+    run its subprocess twin is. TensorFlow's public API can only turn determinism on."""
     import keras
-
-    keras.mixed_precision.set_dtype_policy("float32")
-    yield
-    keras.mixed_precision.set_dtype_policy("float32")
-
-
-@pytest.fixture(autouse=True)
-def op_determinism_off_after_each_test():
-    """--deterministic in-process turns TensorFlow's op determinism on for the whole process,
-    and it picks other kernels: other numbers, each reproducible. A later in-process run on
-    this worker would then not be the run its subprocess twin is (the resume test compares
-    the two). TensorFlow's public API can only turn it on."""
-    yield
     from tensorflow.python.framework import config
 
-    config.disable_op_determinism()
+    def reset():
+        keras.mixed_precision.set_dtype_policy("float32")
+        config.disable_op_determinism()
+
+    reset()
+    yield
+    reset()
