@@ -70,6 +70,40 @@ def chosen_multipliers(runs):
     return chosen
 
 
+def winners_curse(runs):
+    """The optimism of choosing on the sweep: at each variant's chosen multiplier, the sweep
+    seeds' mean accuracy (on validation the best of several noisy points) against the other
+    seeds run there, on validation and on test. {"variants", "sweep_seeds", "other_seeds",
+    metric: {"sweep", "others" (means over variants), "ahead" (variants whose sweep seeds
+    lead)}}; None until some variant has other seeds at its chosen point."""
+    chosen = chosen_multipliers(runs)
+    metrics = ("val_accuracy", "test_accuracy")
+    pairs, sweep_used, others_used = {m: [] for m in metrics}, set(), set()
+    for name, points in by_variant(runs).items():
+        if name not in chosen:
+            continue
+        swept = set(sweep_seeds(points))
+        at = [r for r in points[chosen[name]] if r["status"] == "ok"]
+        first = [r for r in at if r["seed"] in swept]
+        others = [r for r in at if r["seed"] not in swept]
+        if not first or not others:
+            continue
+        sweep_used.update(r["seed"] for r in first)
+        others_used.update(r["seed"] for r in others)
+        for metric in metrics:
+            pairs[metric].append((np.mean([r[metric] for r in first]),
+                                  np.mean([r[metric] for r in others])))
+    if not pairs["val_accuracy"]:
+        return None
+    result = {"variants": len(pairs["val_accuracy"]), "sweep_seeds": sorted(sweep_used),
+              "other_seeds": sorted(others_used)}
+    for metric, values in pairs.items():
+        first, others = np.array(values).T
+        result[metric] = {"sweep": float(first.mean()), "others": float(others.mean()),
+                          "ahead": int((first > others).sum())}
+    return result
+
+
 def is_sweep(runs):
     """Whether the runs span more than one multiplier for some variant."""
     return any(len(points) > 1 for points in by_variant(runs).values())

@@ -101,6 +101,24 @@ def seed_plan_note(plan):
             f"({seeds(plan['needed'])} at the 5% level).")
 
 
+def winners_curse_note(curse):
+    """The chosen peaks on the seeds that chose them against the seeds that did not."""
+    if curse is None:
+        return ""
+
+    def seeds(numbers):
+        return f"seed{'s' * (len(numbers) > 1)} {', '.join(map(str, numbers))}"
+    val, test, n = curse["val_accuracy"], curse["test_accuracy"], curse["variants"]
+    return (f" Winner's curse: at the chosen peaks, {seeds(curse['sweep_seeds'])} (whose sweep "
+            f"chose them) averaged {100 * val['sweep']:.2f}% validation and "
+            f"{100 * test['sweep']:.2f}% test accuracy, {seeds(curse['other_seeds'])} at the same "
+            f"peaks {100 * val['others']:.2f}% and {100 * test['others']:.2f}% ({n} variants; "
+            f"the sweep's seeds ahead in {val['ahead']} on validation, {test['ahead']} on test). "
+            "The validation gap holds the optimism of keeping the best of several noisy points "
+            "(and any difference between the seeds' validation splits); the test set chose "
+            "nothing, and the comparisons above average over all seeds.")
+
+
 def counted(n, noun):
     return f"{n} {noun}{'s' * (n != 1)}"
 
@@ -141,7 +159,8 @@ def tuning_section(runs, sensitivity, output_dir):
              "multiplier has the best validation accuracy and is what every comparison here uses. "
              "'Lost at shared peak': validation accuracy given up at the recipe's peak (x1) "
              "against the chosen one (pp); 'width': the range of peaks within 0.5 pp of the best, "
-             "in doublings (log2; ≥ where the sweep ends inside it). " + budget,
+             "in doublings (log2; ≥ where the sweep ends inside it). " + budget
+             + winners_curse_note(lr_tuning.winners_curse(runs)),
              ["variant", "sweep (val acc %)", "chosen (peak)", "lost at shared peak (pp)",
               "width (doublings)", "budget"], body)
     figure = (plot_lr_sensitivity(curves, output_dir / "lr_sensitivity.png", lr_tuning.TUNING_BAND),

@@ -82,6 +82,29 @@ def test_the_choice_uses_only_the_sweep_seeds():
     assert lr_tuning.chosen_multipliers(failed) == {"A": 0.5}
 
 
+def test_winners_curse_compares_the_chosen_peak_across_seeds():
+    """A's sweep (seed 0) chose x2 at 0.93; seeds 1 and 2 there reached 0.91 and 0.92. B
+    chose x1; its seed 1 beat seed 0. Runs at other multipliers, failed runs and variants
+    without other seeds stay out."""
+    def run(name, seed, multiplier, val, test, status="ok"):
+        return {**record(name, seed, multiplier, val, status), "test_accuracy": test}
+    runs = [run("A", 0, 1.0, 0.92, 0.91), run("A", 0, 2.0, 0.93, 0.92),
+            run("A", 1, 2.0, 0.91, 0.925), run("A", 2, 2.0, 0.92, 0.915),
+            run("A", 3, 1.0, 0.99, 0.99),  # not at the chosen point
+            run("B", 0, 0.5, 0.80, 0.80), run("B", 0, 1.0, 0.90, 0.90),
+            run("B", 1, 1.0, 0.91, 0.89), run("B", 2, 1.0, None, None, "failed"),
+            run("C", 0, 1.0, 0.95, 0.95), run("C", 0, 2.0, 0.94, 0.94)]
+    curse = lr_tuning.winners_curse(runs)
+    assert curse["variants"] == 2
+    assert curse["sweep_seeds"] == [0] and curse["other_seeds"] == [1, 2]
+    assert curse["val_accuracy"]["sweep"] == pytest.approx((0.93 + 0.90) / 2)
+    assert curse["val_accuracy"]["others"] == pytest.approx((0.915 + 0.91) / 2)
+    assert curse["val_accuracy"]["ahead"] == 1  # A ahead, B behind
+    assert curse["test_accuracy"]["others"] == pytest.approx((0.92 + 0.89) / 2)
+    assert curse["test_accuracy"]["ahead"] == 1  # A: 0.92 vs 0.92 is not ahead; B 0.90 > 0.89
+    assert lr_tuning.winners_curse(runs[:2] + runs[5:7]) is None  # the sweep alone
+
+
 def test_sweep_grows_on_each_side_until_it_leaves_the_band():
     """Each end of a variant's sweep grows by a doubling while its validation accuracy is
     within 0.5 pp of the best: the window of good peaks is then bounded on both sides (or
