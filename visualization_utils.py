@@ -38,6 +38,33 @@ def variant_label(run):
     return run["name"].removeprefix("CNN_").replace("_", " · ")
 
 
+def style_of(run):
+    """Line style of a variant in every multi-variant figure: colour = optimizer, line =
+    downsampling, marker = activation."""
+    return dict(color=OPTIMIZER_COLOR[run["optimizer"]],
+                linestyle=DOWNSAMPLING_LINESTYLE[run["downsampling"]],
+                marker=ACTIVATION_MARKER[run["activation"]])
+
+
+def image_grid(n, cols, cell, pad):
+    """A figure of ceil(n / cols) x cols image panels without ticks, the panels past n blank:
+    cell = (width, height) of a panel, pad = (width, height) added for titles and colour bar."""
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cell[0] * cols + pad[0], cell[1] * rows + pad[1]),
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def prediction_title(true_label, predicted_label, confidence, class_names):
+    return (f"true: {class_names[true_label]}\n"
+            f"pred: {class_names[predicted_label]} ({100 * confidence:.0f}%)")
+
+
 # ----------------------------------------------------------------------------- figures
 
 @drawn_only_when_changed
@@ -58,10 +85,7 @@ def plot_training_curves(runs, path, subtitle=None):
             values = np.array([row[key] for row in run["history"]])
             if "accuracy" in key:
                 values = 100 * values
-            ax.plot(epochs, values, color=OPTIMIZER_COLOR[run["optimizer"]],
-                    linestyle=DOWNSAMPLING_LINESTYLE[run["downsampling"]],
-                    marker=ACTIVATION_MARKER[run["activation"]], markersize=4, linewidth=1.4,
-                    alpha=0.85)
+            ax.plot(epochs, values, markersize=4, linewidth=1.4, alpha=0.85, **style_of(run))
             best = run["best_epoch"]
             ax.plot(best, values[best - 1], marker="*", markersize=13, color="gold",
                     markeredgecolor="black", markeredgewidth=0.8, zorder=5)
@@ -78,11 +102,8 @@ def plot_training_curves(runs, path, subtitle=None):
     for ax in axes[1]:
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    handles = [Line2D([], [], color=OPTIMIZER_COLOR[r["optimizer"]],
-                      linestyle=DOWNSAMPLING_LINESTYLE[r["downsampling"]],
-                      marker=ACTIVATION_MARKER[r["activation"]],
-                      label=variant_label({"name": run_label(r)}))  # with its lr multiplier
-               for r in runs]
+    handles = [Line2D([], [], label=variant_label({"name": run_label(r)}),  # with its lr multiplier
+                      **style_of(r)) for r in runs]
     handles.append(Line2D([], [], linestyle="", marker="*", markersize=13, color="gold",
                           markeredgecolor="black", label="best validation epoch" + ("" if subtitle else " (checkpoint kept)")))
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9,
@@ -118,17 +139,9 @@ def plot_filters(kernels, path, title):
     """The first conv layer's kernels (kh, kw, 1, n) in a grid on one symmetric colour scale."""
     kernels = np.asarray(kernels)[:, :, 0, :]
     n = kernels.shape[-1]
-    cols = 8
-    rows = int(np.ceil(n / cols))
     limit = np.abs(kernels).max()
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1.2, 1.3 * rows + 0.9),
-                             layout="constrained")
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.axis("off")
-            continue
+    fig, axes = image_grid(n, 8, cell=(1.3, 1.3), pad=(1.2, 0.9))
+    for i, ax in zip(range(n), axes.flat):
         image = ax.imshow(kernels[:, :, i], cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(f"#{i}", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="weight (blue < 0 < red)")
@@ -176,18 +189,12 @@ def plot_misclassified(images, true_labels, predicted_labels, confidences, class
                        title):
     """A grid of test images with their true class, predicted class and confidence."""
     n = len(images)
-    cols = 6
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.45 * rows + 0.6),
-                             layout="constrained", squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    fig, axes = image_grid(n, 6, cell=(2.1, 2.45), pad=(0, 0.6))
+    for i, ax in zip(range(n), axes.flat):
         ax.axis("off")
-        if i >= n:
-            continue
         ax.imshow(np.asarray(images[i]).squeeze(), cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(f"true: {class_names[true_labels[i]]}\n"
-                     f"pred: {class_names[predicted_labels[i]]} ({100 * confidences[i]:.0f}%)",
-                     fontsize=8.5, color="#b00000")
+        ax.set_title(prediction_title(true_labels[i], predicted_labels[i], confidences[i],
+                                      class_names), fontsize=8.5, color="#b00000")
     fig.suptitle(f"{title}\nthe {n} most confident mistakes on the test set")
     return save_figure(fig, path)
 
@@ -275,14 +282,6 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     fig.suptitle(f"Which design choices matter? ({n_seeds} seed{'s' if n_seeds != 1 else ''} "
                  "per variant)", fontsize=14)
     return save_figure(fig, path)
-
-
-def style_of(run):
-    """Line style of a variant in every multi-variant figure: colour = optimizer, line =
-    downsampling, marker = activation."""
-    return dict(color=OPTIMIZER_COLOR[run["optimizer"]],
-                linestyle=DOWNSAMPLING_LINESTYLE[run["downsampling"]],
-                marker=ACTIVATION_MARKER[run["activation"]])
 
 
 @drawn_only_when_changed
@@ -375,23 +374,18 @@ def plot_gradcam(images, heatmaps, true_labels, predicted_labels, confidences, c
     """Test images with their Grad-CAM heat map overlaid (bilinear upsampling to 28x28),
     true and predicted class and confidence; mistakes titled in red."""
     n = len(images)
-    cols = 6
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 1, 2.55 * rows + 0.9),
-                             layout="constrained", squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    fig, axes = image_grid(n, 6, cell=(2.2, 2.55), pad=(1, 0.9))
+    for i, ax in zip(range(n), axes.flat):
         ax.axis("off")
-        if i >= n:
-            continue
         image = np.asarray(images[i]).squeeze()
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
         overlay = ax.imshow(heatmaps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1,
                             extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
                             interpolation="bilinear")
         wrong = true_labels[i] != predicted_labels[i]
-        ax.set_title(f"true: {class_names[true_labels[i]]}\n"
-                     f"pred: {class_names[predicted_labels[i]]} ({100 * confidences[i]:.0f}%)",
-                     fontsize=8.5, color="#b00000" if wrong else "#205020")
+        ax.set_title(prediction_title(true_labels[i], predicted_labels[i], confidences[i],
+                                      class_names), fontsize=8.5,
+                     color="#b00000" if wrong else "#205020")
     fig.colorbar(overlay, ax=axes, shrink=0.6, label="Grad-CAM (share of the image's peak)")
     fig.suptitle(title, fontsize=11)
     return save_figure(fig, path)
