@@ -7,7 +7,8 @@ together, and its effect in each context (each combination of the other two choi
 heterogeneity is seen. The verdict vocabulary, defined once (VERDICTS), reads those
 intervals against a smallest effect of interest stated per measure. Claims about the
 optimizers are judged at each variant's tuned peak (the runs given here); "needs little
-tuning" uses the learning-rate sweep (lr_tuning.sensitivity) where it bounds the widths.
+tuning" uses the learning-rate sweep's widths (lr_tuning.sensitivity), a censored width as
+the lower bound it is.
 
 Pure functions of the runner's records: no Keras, no drawing.
 """
@@ -81,8 +82,9 @@ CLAIMS = [
     Claim("5b. Adam needs little tuning",
           "width of the learning-rate range within 0.5 pp of the best (doublings)", "lr_width",
           "optimizer", "adam", "sgd", +1, 1.0,
-          "Only widths the sweep bounds on both sides are compared (a censored width is a "
-          "lower bound); one seed per variant, so the optimizer's effect is tested against "
+          "A width the sweep did not bound (it stopped at a cap inside the band) counts at "
+          "its lower bound, so the effect is then a bound and only the verdicts on its safe "
+          "side are given; one seed per variant, so the optimizer's effect is tested against "
           "its variation over the four contexts", scale=1),
     Claim("6a. SGD with momentum generalises better when tuned",
           "test accuracy, each at its tuned peak (pp)", "test_accuracy", "optimizer", "sgd",
@@ -108,14 +110,29 @@ def early_accuracy(history, warmup_epochs=1):
 
 
 def width_rows(sensitivity, runs):
-    """Pseudo-runs (the factors, seed 0, lr_width) of the sweep: one per variant swept wide
-    and bounded on both sides; censored widths are left out, and so are the variants kept at
-    their starting points (their bounded widths would be a haphazard subset of the design)."""
+    """Pseudo-runs (the factors, seed 0, lr_width, censored) of the sweep: one per variant
+    swept wide, a censored width (the sweep ended inside the band) at its lower bound; the
+    variants kept at their starting points are left out (their widths would be a haphazard
+    subset of the design)."""
     factors = {r["name"]: {f: r[f] for f in SEED_LEVELS} for r in runs}
     return [{**factors[e["name"]], "name": e["name"], "seed": 0, "status": "ok",
-             "lr_width": e["width"]}
-            for e in sensitivity if e["width"] is not None and not e["width_censored"]
+             "lr_width": e["width"], "censored": bool(e["width_censored"])}
+            for e in sensitivity if e["width"] is not None
             and e.get("wide", True) and e["name"] in factors]
+
+
+def censoring_bound(claim, rows):
+    """What the claim's signed effect is when censored widths count at their lower bounds:
+    None (no censoring: an estimate), "lower" or "upper" (a bound), or "neither" (lower
+    bounds on both levels: no bound)."""
+    censored = {r[claim.factor] for r in rows if r.get("censored")}
+    if not censored:
+        return None
+    if censored >= {claim.favoured, claim.other}:
+        return "neither"
+    # the favoured level's true widths are larger: its contrast is at least the estimate
+    at_least = (claim.favoured in censored) == (claim.sign > 0)
+    return "lower" if at_least else "upper"
 
 
 def seed_level_runs(runs):
@@ -155,6 +172,9 @@ def estimate_claim(claim, runs, sweep):
     # the claim's factor ordered so that level minus reference is favoured minus other
     factors = {f: ((claim.other, claim.favoured) if f == claim.factor else levels)
                for f, levels in SEED_LEVELS.items()}
+    bound = censoring_bound(claim, sweep) if claim.metric == "lr_width" else None
+    if bound == "neither":
+        return None
     if claim.metric == "lr_width":
         design = factorial.fit(sweep, factors, claim.metric, additive=claim.factor)
     elif claim.favoured == claim.other:  # a level's own value (2a): the ReLU runs
@@ -183,6 +203,8 @@ def estimate_claim(claim, runs, sweep):
     return {**signed(average), "claim": claim.label, "measure": claim.measure,
             "metric": claim.metric, "scale": claim.scale, "smallest": claim.smallest,
             "why": claim.why, "runs": len(design.frame), "seeds": len(design.seeds),
+            "bound": bound, "censored": sum(bool(r.get("censored")) for r in sweep)
+            if bound else 0,
             "cells": cells, "heterogeneity_p": p, "modelled": design.result is not None,
             "contexts": [{**signed(c), "label": context_label(c["context"])} for c in contexts]}
 
@@ -213,6 +235,13 @@ def verdict(entry, alpha):
             f"more than 50 seeds would be needed for ±{s * smallest:g}"
         text = (f"inconclusive (this design detects ±{s * detectable:.2f} {unit} with 80% "
                 f"power; {seeds})")
+    if entry.get("bound"):  # censored widths at their lower bounds: one side's verdicts only
+        safe = ("supported", "leans for") if entry["bound"] == "lower" else ("contradicted",
+                                                                             "leans against")
+        what = (f"{'a lower' if entry['bound'] == 'lower' else 'an upper'} bound: "
+                f"{entry['censored']} censored width"
+                f"{'s' * (entry['censored'] != 1)} counted at the lower bound")
+        text = f"{text} ({what})" if text.startswith(safe) else f"inconclusive ({what})"
     if np.isfinite(entry["heterogeneity_p"]) and entry["heterogeneity_p"] < alpha:
         ranked = sorted(entry["contexts"], key=lambda c: c["effect"])
         text += (f"; depends on the context (interaction p = {entry['heterogeneity_p']:.2g}): "
@@ -231,7 +260,7 @@ def claims_table(runs, sensitivity=None, confidence=factorial.CONFIDENCE):
     tested = [e for e in (estimate_claim(c, runs, sweep) for c in CLAIMS
                           if c.metric != "lr_width" or sensitivity) if e]
     if sensitivity and not any(e["metric"] == "lr_width" for e in tested):
-        tested.append(unmeasured_width(sensitivity))
+        tested.append(unmeasured_width(sensitivity, sweep))
     modelled = [e for e in tested if e.get("modelled")]
     adjusted = factorial.family_adjusted(modelled, confidence)
     alpha = (1 - confidence) / max(len(modelled), 1)
@@ -245,15 +274,16 @@ def claims_table(runs, sensitivity=None, confidence=factorial.CONFIDENCE):
     return sorted(tested + extra, key=lambda e: (int(e["claim"][0]), e["claim"]))
 
 
-def unmeasured_width(sensitivity):
+def unmeasured_width(sensitivity, sweep):
     wide = [e for e in sensitivity if e.get("wide", True)]
     censored = sum(bool(e["width_censored"]) for e in wide if e["width"] is not None)
     claim = next(c for c in CLAIMS if c.metric == "lr_width")
+    why = ("on both optimizers: neither an estimate nor a bound"
+           if censoring_bound(claim, sweep) == "neither" else "too few widths to compare")
     return {"claim": claim.label, "measure": claim.measure, "metric": claim.metric,
             "scale": 1, "why": claim.why, "modelled": False, "exact": True, "contexts": [],
             "verdict": f"not measured: {censored} of {len(wide)} widths are lower bounds "
-                       "(the sweep never left the band on one side), too few bounded widths "
-                       "to compare"}
+                       f"(the sweep never left the band on one side), {why}"}
 
 
 def leaky_claim(runs):

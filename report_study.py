@@ -37,7 +37,8 @@ def claims_section(tuned, factors, sensitivity, output_dir):
             body.append([r["claim"], r["measure"], effect, "–", "–", "–", r["verdict"]])
             continue
         fw = interval(r["family_low"], r["family_high"], s) if r.get("modelled") else "n/a"
-        body.append([r["claim"], r["measure"], f"{s * r['effect']:+.2f}",
+        at = {"lower": "≥ ", "upper": "≤ "}.get(r.get("bound"), "")
+        body.append([r["claim"], r["measure"], f"{at}{s * r['effect']:+.2f}",
                      interval(r["low"], r["high"], s), fw, f"±{s * r['smallest']:g}", r["verdict"]])
     used = claims.seed_level_runs(tuned)
     seeds = sorted({r["seed"] for r in used})

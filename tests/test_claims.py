@@ -273,36 +273,59 @@ def test_dying_curves_group_by_activation_and_optimizer():
     assert list(curves[("leakyrelu", "sgd")]["b"][0]) == [0.0, 0.0]
 
 
-def test_little_tuning_claim_reads_only_bounded_widths():
+def test_little_tuning_claim_counts_censored_widths_as_bounds():
     """5b compares each Adam variant's width (doublings within 0.5 pp of its best) with its SGD
-    twin's over the four contexts; a censored width (the sweep ended inside the band) is a
-    lower bound and gives no number."""
+    twin's over the four contexts. A censored width (the sweep ended inside the band) is a
+    lower bound: censored on Adam's side only, the effect is at least the estimate, so only
+    "supported" / "leans for" can be said; on SGD's side only, at most, so only
+    "contradicted" / "leans against"; on both sides, nothing."""
     runs = factorial_runs("test_accuracy", lambda v: 0.0)
     names = sorted({r["name"] for r in runs})
-    widths = {n: (2.0 if n.endswith("Adam") else 1.0) + 0.05 * i for i, n in enumerate(names)}
+    adam = [n for n in names if n.endswith("Adam")]
+    sgd = [n for n in names if n.endswith("SGD")]
 
-    def five_b(censored):
+    def five_b(censored, adam_width=2.0, sgd_width=1.0):
+        widths = {n: (adam_width if n in adam else sgd_width) + 0.05 * i
+                  for i, n in enumerate(names)}
         sensitivity = [{"name": n, "width": w, "width_censored": n in censored}
                        for n, w in widths.items()]
         return claim(claims.claims_table(runs, sensitivity), "5b.")
 
     clear = five_b(censored=set())
     assert clear["df"] == 3 and clear["effect"] == pytest.approx(1.0, abs=0.2)
-    assert clear["verdict"].startswith("supported")
-    blind = five_b(censored=set(names))
-    assert blind["verdict"].startswith("not measured: 8 of 8 widths are lower bounds")
-    assert "effect" not in blind and not blind["modelled"]
+    assert clear["verdict"] == "supported" and clear["bound"] is None
+    # the widest Adam window stopped at a cap: all eight still count, the effect a lower bound
+    capped = five_b(censored={adam[-1]})
+    assert capped["bound"] == "lower" and capped["runs"] == 8
+    assert capped["verdict"] == "supported (a lower bound: 1 censored width counted at the lower bound)"
+    # Adam's lower bounds below SGD's widths: the estimate is negative, yet no contradiction
+    assert five_b(censored=set(adam), adam_width=1.0, sgd_width=2.0)["verdict"] == \
+        "inconclusive (a lower bound: 4 censored widths counted at the lower bound)"
+    # SGD censored, Adam narrower: an upper bound below zero contradicts the claim
+    upper = five_b(censored=set(sgd), adam_width=1.0, sgd_width=2.0)
+    assert upper["bound"] == "upper" and upper["verdict"].startswith("contradicted (an upper")
+    # with a lower bound, no equivalence either: equal widths are inconclusive
+    assert five_b(censored={adam[0]}, adam_width=1.0, sgd_width=1.0)["verdict"].startswith(
+        "inconclusive (a lower bound")
+    for censored in (set(names), {adam[0], sgd[0]}):  # lower bounds on both sides: nothing
+        blind = five_b(censored)
+        assert blind["verdict"].startswith(f"not measured: {len(censored)} of 8 widths are "
+                                           "lower bounds")
+        assert blind["verdict"].endswith("on both optimizers: neither an estimate nor a bound")
+        assert "effect" not in blind and not blind["modelled"]
 
     # swept wide on the ReLU variants only (a 2x2 of optimizer x downsampling): the others'
     # widths stay out even where bounded, and the comparison has one residual df
     def five_b_wide(wide):
-        sensitivity = [{"name": n, "width": w, "width_censored": False, "wide": n in wide}
-                       for n, w in widths.items()]
+        sensitivity = [{"name": n, "width": (2.0 if n in adam else 1.0) + 0.05 * i,
+                        "width_censored": False, "wide": n in wide} for i, n in enumerate(names)]
         return claim(claims.claims_table(runs, sensitivity), "5b.")
 
     relu = {n for n in names if "_ReLU_" in n}
     assert five_b_wide(relu)["df"] == 1
-    assert five_b_wide(set())["verdict"].startswith("not measured: 0 of 0")
+    assert five_b_wide(set())["verdict"] == ("not measured: 0 of 0 widths are lower bounds (the "
+                                              "sweep never left the band on one side), too few "
+                                              "widths to compare")
 
 
 def test_seed_plan_from_the_pooled_residual_spread():
