@@ -238,9 +238,10 @@ def verdict(entry, alpha):
     if entry.get("bound"):  # censored widths at their lower bounds: one side's verdicts only
         safe = ("supported", "leans for") if entry["bound"] == "lower" else ("contradicted",
                                                                              "leans against")
-        what = (f"{'a lower' if entry['bound'] == 'lower' else 'an upper'} bound: "
-                f"{entry['censored']} censored width"
-                f"{'s' * (entry['censored'] != 1)} counted at the lower bound")
+        n = entry["censored"]
+        what = (f"{'a lower' if entry['bound'] == 'lower' else 'an upper'} bound: {n} censored "
+                + ("width counted at its lower bound" if n == 1
+                   else "widths counted at their lower bounds"))
         text = f"{text} ({what})" if text.startswith(safe) else f"inconclusive ({what})"
     if np.isfinite(entry["heterogeneity_p"]) and entry["heterogeneity_p"] < alpha:
         ranked = sorted(entry["contexts"], key=lambda c: c["effect"])

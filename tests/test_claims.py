@@ -297,10 +297,10 @@ def test_little_tuning_claim_counts_censored_widths_as_bounds():
     # the widest Adam window stopped at a cap: all eight still count, the effect a lower bound
     capped = five_b(censored={adam[-1]})
     assert capped["bound"] == "lower" and capped["runs"] == 8
-    assert capped["verdict"] == "supported (a lower bound: 1 censored width counted at the lower bound)"
+    assert capped["verdict"] == "supported (a lower bound: 1 censored width counted at its lower bound)"
     # Adam's lower bounds below SGD's widths: the estimate is negative, yet no contradiction
     assert five_b(censored=set(adam), adam_width=1.0, sgd_width=2.0)["verdict"] == \
-        "inconclusive (a lower bound: 4 censored widths counted at the lower bound)"
+        "inconclusive (a lower bound: 4 censored widths counted at their lower bounds)"
     # SGD censored, Adam narrower: an upper bound below zero contradicts the claim
     upper = five_b(censored=set(sgd), adam_width=1.0, sgd_width=2.0)
     assert upper["bound"] == "upper" and upper["verdict"].startswith("contradicted (an upper")
