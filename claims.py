@@ -172,10 +172,11 @@ def estimate_claim(claim, runs, sweep):
     # the claim's factor ordered so that level minus reference is favoured minus other
     factors = {f: ((claim.other, claim.favoured) if f == claim.factor else levels)
                for f, levels in SEED_LEVELS.items()}
-    bound = censoring_bound(claim, sweep) if claim.metric == "lr_width" else None
-    if bound == "neither":
-        return None
+    bound = None
     if claim.metric == "lr_width":
+        bound = censoring_bound(claim, sweep)
+        if bound == "neither":
+            return None
         design = factorial.fit(sweep, factors, claim.metric, additive=claim.factor)
     elif claim.favoured == claim.other:  # a level's own value (2a): the ReLU runs
         del factors[claim.factor]
@@ -203,8 +204,7 @@ def estimate_claim(claim, runs, sweep):
     return {**signed(average), "claim": claim.label, "measure": claim.measure,
             "metric": claim.metric, "scale": claim.scale, "smallest": claim.smallest,
             "why": claim.why, "runs": len(design.frame), "seeds": len(design.seeds),
-            "bound": bound, "censored": sum(bool(r.get("censored")) for r in sweep)
-            if bound else 0,
+            "bound": bound, "censored": sum(r["censored"] for r in sweep) if bound else 0,
             "cells": cells, "heterogeneity_p": p, "modelled": design.result is not None,
             "contexts": [{**signed(c), "label": context_label(c["context"])} for c in contexts]}
 
