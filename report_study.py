@@ -43,11 +43,11 @@ def claims_section(tuned, factors, sensitivity, output_dir):
     used = claims.seed_level_runs(tuned)
     seeds = sorted({r["seed"] for r in used})
     where = ("each variant at its tuned peak learning rate (chosen on validation)"
-             if sensitivity else "the recipe's peak learning rates")
+             if sensitivity else "each variant at the recipe's peak learning rate")
     extra = len(used) < len([r for r in tuned if r["status"] == "ok"])
     intro = (f"Each claim is one contrast of the replicated factorial model (the seed's two "
-             f"levels of each choice, seeds as blocks, OLS), on the {len(used)} runs of {where}"
-             f" with seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+             f"levels of each choice, seeds as blocks, OLS), on {len(used)} runs: {where}"
+             f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
              + (" (the grid's other levels are left out of the claims)" if extra else "") +
              ". The effect is signed so that a positive value is what the claim says, averaged "
              "over the other two choices; its 95% interval uses the model's residual variance, "
