@@ -426,7 +426,7 @@ def plot_lr_sensitivity(curves, path, band=0.005):
         ax.set_xscale("log", base=2)
         peaks = sorted({lr for run, _, points, _ in curves if run["optimizer"] == optimizer
                         for _, lr, _ in points})
-        ax.set_xticks(peaks, [f"{lr:.3g}" for lr in peaks])
+        ax.set_xticks(peaks, [f"{lr:.4g}" for lr in peaks])  # 0.01875, not 0.0187
         ax.minorticks_off()
         ax.set_xlabel("peak learning rate (log scale)")
         if ax is axes[0][0]:  # the scale is shared
