@@ -395,7 +395,8 @@ def plot_gradcam(images, heatmaps, true_labels, predicted_labels, confidences, c
 def plot_lr_sensitivity(curves, path, band=0.005):
     """Validation accuracy against the peak learning rate (log axis), one panel per
     optimizer (one accuracy scale for both) and one styled line per variant; the chosen point
-    a star, failed runs a cross at the panel's floor, the recipe's shared peak dotted.
+    a star, failed runs a cross at the panel's floor (joined faintly to the variant's line),
+    the recipe's shared peak dotted.
 
     curves: list of (run-like dict with the factors, label, [(multiplier, peak lr, val
     accuracy or None)], chosen multiplier), one per variant.
@@ -415,8 +416,12 @@ def plot_lr_sensitivity(curves, path, band=0.005):
             style = style_of(run)
             good = [(lr, 100 * v) for _, lr, v in points if v is not None]
             ax.plot(*zip(*good), label=label, markersize=5, linewidth=1.4, **style)
-            for multiplier, lr, v in points:
-                if v is None:
+            for i, (multiplier, lr, v) in enumerate(points):
+                if v is None:  # joined faintly to its good neighbour: whose run diverged
+                    near = [p for p in points[max(i - 1, 0):i + 2] if p[2] is not None]
+                    for _, near_lr, near_v in near:
+                        ax.plot([near_lr, lr], [100 * near_v, floor], color=style["color"],
+                                linestyle=style["linestyle"], linewidth=1, alpha=0.4)
                     ax.plot(lr, floor, "x", color=style["color"], markersize=9)
                 if multiplier == chosen:
                     ax.plot(lr, 100 * v, "*", color=style["color"], markersize=17,
