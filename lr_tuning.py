@@ -104,6 +104,15 @@ def winners_curse(runs):
     return result
 
 
+def failed_at_chosen(runs):
+    """The runs that failed (diverged) at their variant's chosen multiplier: seeds beyond
+    the sweep's, which the comparisons then lack. A peak chosen next to a diverged point
+    carries that risk, so the report names them instead of dropping them silently."""
+    chosen = chosen_multipliers(runs)
+    return [r for r in runs if r["status"] != "ok" and r["name"] in chosen
+            and lr_multiplier_of(r) == chosen[r["name"]]]
+
+
 def is_sweep(runs):
     """Whether the runs span more than one multiplier for some variant."""
     return any(len(points) > 1 for points in by_variant(runs).values())

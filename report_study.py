@@ -45,10 +45,12 @@ def claims_section(tuned, factors, sensitivity, output_dir):
     where = ("each variant at its tuned peak learning rate (chosen on validation)"
              if sensitivity else "each variant at the recipe's peak learning rate")
     extra = len(used) < len([r for r in tuned if r["status"] == "ok"])
+    lost = ", ".join(f"{r['name']} seed {r['seed']}" for r in tuned if r["status"] != "ok")
     intro = (f"Each claim is one contrast of the replicated factorial model (the seed's two "
              f"levels of each choice, seeds as blocks, OLS), on {len(used)} runs: {where}"
              f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-             + (" (the grid's other levels are left out of the claims)" if extra else "") +
+             + (" (the grid's other levels are left out of the claims)" if extra else "")
+             + (f"; failed, so missing from the model: {lost}" if lost else "") +
              ". The effect is signed so that a positive value is what the claim says, averaged "
              "over the other two choices; its 95% interval uses the model's residual variance, "
              + (f"the Bonferroni interval holds for all {family} tested claims at once. "
@@ -120,6 +122,17 @@ def winners_curse_note(curse):
             "nothing, and the comparisons above average over all seeds.")
 
 
+def failed_at_chosen_note(failed):
+    """The seeds that failed at their variant's chosen peak: missing from every comparison."""
+    if not failed:
+        return ""
+    named = ", ".join(f"{r['name']} seed {r['seed']} (x{run_store.lr_multiplier_of(r):g}: "
+                      f"{r.get('reason', 'failed').split(' (')[0]})" for r in failed)
+    return (f" At the chosen peaks {counted(len(failed), 'run')} failed: {named}. Every "
+            f"comparison above lacks {'it' if len(failed) == 1 else 'them'}: a variant's mean "
+            "is over its other seeds, the factorial model is fitted to the runs that remain.")
+
+
 def counted(n, noun):
     return f"{n} {noun}{'s' * (n != 1)}"
 
@@ -161,7 +174,8 @@ def tuning_section(runs, sensitivity, output_dir):
              "'Lost at shared peak': validation accuracy given up at the recipe's peak (x1) "
              "against the chosen one (pp); 'width': the range of peaks within 0.5 pp of the best, "
              "in doublings (log2; ≥ where the sweep ends inside it). " + budget
-             + winners_curse_note(lr_tuning.winners_curse(runs)),
+             + winners_curse_note(lr_tuning.winners_curse(runs))
+             + failed_at_chosen_note(lr_tuning.failed_at_chosen(runs)),
              ["variant", "sweep (val acc %)", "chosen (peak)", "lost at shared peak (pp)",
               "width (doublings)", "budget"], body)
     figure = (plot_lr_sensitivity(curves, output_dir / "lr_sensitivity.png", lr_tuning.TUNING_BAND),

@@ -103,6 +103,12 @@ def test_winners_curse_compares_the_chosen_peak_across_seeds():
     assert curse["test_accuracy"]["others"] == pytest.approx((0.92 + 0.89) / 2)
     assert curse["test_accuracy"]["ahead"] == 1  # A: 0.92 vs 0.92 is not ahead; B 0.90 > 0.89
     assert lr_tuning.winners_curse(runs[:2] + runs[5:7]) is None  # the sweep alone
+    # the failed seed at B's chosen peak is named, not dropped silently
+    assert [(r["name"], r["seed"]) for r in lr_tuning.failed_at_chosen(runs)] == [("B", 2)]
+    import report_study
+    note = report_study.failed_at_chosen_note(lr_tuning.failed_at_chosen(runs))
+    assert "1 run failed: B seed 2 (x1: failed)" in note and "lacks it" in note
+    assert report_study.failed_at_chosen_note(lr_tuning.failed_at_chosen(runs[:8])) == ""
 
 
 def test_sweep_grows_on_each_side_until_it_leaves_the_band():
@@ -368,5 +374,9 @@ def test_claims_section_names_its_seeds_and_family_as_counted(tmp_path):
         factorial_runs("test_accuracy", lambda v: 0.0), None, None, tmp_path)
     family = int(header[4].removeprefix("Bonferroni (x").removesuffix(")"))
     assert family > 0 and f"all {family} tested claims" in intro and "on 24 runs: each variant" in intro
-    assert ", seeds 0, 1, 2." in intro
+    assert ", seeds 0, 1, 2." in intro and "failed" not in intro
+    runs = factorial_runs("test_accuracy", lambda v: 0.0)
+    runs[0] = {**runs[0], "status": "failed"}
+    intro = report_study.claims_section(runs, None, None, tmp_path)[0][1]
+    assert "on 23 runs" in intro and f"missing from the model: {runs[0]['name']} seed {runs[0]['seed']}." in intro
     assert figures and figures[0][0].exists()
