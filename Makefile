@@ -46,10 +46,10 @@ run: $(VENV)/.installed data
 	$(PY) fashion_mnist_cnn.py $(ARGS)
 
 # The claims study: each variant's learning-rate window swept by one rule on seed 0, then
-# three seeds at its chosen peak (resumable; the sweep rule sets how many runs each variant gets).
+# five seeds at its chosen peak (resumable; the sweep rule sets how many runs each variant gets).
 STUDY_DIR ?= results-study
 study: $(VENV)/.installed data
-	$(PY) fashion_mnist_cnn.py --tune-lr --seeds 0 1 2 --output-dir $(STUDY_DIR) $(ARGS)
+	$(PY) fashion_mnist_cnn.py --tune-lr --seeds 0 1 2 3 4 --output-dir $(STUDY_DIR) $(ARGS)
 
 test: $(VENV)/.installed-dev data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
