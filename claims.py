@@ -191,7 +191,9 @@ def estimate_claim(claim, runs, sweep):
         contexts, p = factorial.context_effects(design, None, None, None)
     else:
         average = next(e for e in factorial.main_effects(design) if e["factor"] == claim.factor)
-        contexts, p = factorial.context_effects(design, claim.factor, claim.favoured, claim.other)
+        # an additive model gives every context the average; show each one's observed difference
+        within = dataclasses.replace(design, result=None) if claim.metric == "lr_width" else design
+        contexts, p = factorial.context_effects(within, claim.factor, claim.favoured, claim.other)
     cells = int(np.prod([len(v) for v in design.factors.values()]))
 
     def signed(entry):
@@ -201,12 +203,17 @@ def estimate_claim(claim, runs, sweep):
             out["low"], out["high"] = -entry["high"], -entry["low"]
         return out
 
+    def label(context):  # a context holding a censored width gives a bound, not an estimate
+        capped = bound and any(r["censored"] and all(r[f] == v for f, v in context.items())
+                               for r in sweep)
+        return context_label(context) + (" (a bound)" if capped else "")
+
     return {**signed(average), "claim": claim.label, "measure": claim.measure,
             "metric": claim.metric, "scale": claim.scale, "smallest": claim.smallest,
             "why": claim.why, "runs": len(design.frame), "seeds": len(design.seeds),
             "bound": bound, "censored": sum(r["censored"] for r in sweep) if bound else 0,
             "cells": cells, "heterogeneity_p": p, "modelled": design.result is not None,
-            "contexts": [{**signed(c), "label": context_label(c["context"])} for c in contexts]}
+            "contexts": [{**signed(c), "label": label(c["context"])} for c in contexts]}
 
 
 def verdict(entry, alpha):

@@ -72,7 +72,8 @@ def claims_section(tuned, factors, sensitivity, output_dir):
         return table, []
     figure = (plot_claims(rows, output_dir / "claims.png"),
               "Each tested claim's effect in every context (the combination of the other two "
-              "choices; thin lines: 95% intervals from the model) and averaged over them "
+              "choices; thin lines: 95% intervals from the model; 5b, one seed per variant: the "
+              "observed difference, no interval) and averaged over them "
               "(black, with the Bonferroni interval as a thick bar); the grey band is +- the "
               "smallest effect of interest, the dashed line zero. Right of zero is what the "
               "claim says.")

@@ -334,6 +334,29 @@ def test_little_tuning_claim_counts_censored_widths_as_bounds():
                                               "widths to compare")
 
 
+def test_little_tuning_contexts_are_the_observed_differences():
+    """5b's model is additive in the optimizer (its variation over the contexts is the error),
+    so the model gives every context the average; the forest plot's rows are instead each
+    context's own Adam-minus-SGD width, with no interval (one seed each)."""
+    runs = factorial_runs("test_accuracy", lambda v: 0.0)
+    widths = {"CNN_ReLU_MaxPool_Adam": 4.0, "CNN_ReLU_MaxPool_SGD": 3.5,
+              "CNN_ReLU_Strided_Adam": 5.0, "CNN_ReLU_Strided_SGD": 4.5,
+              "CNN_LeakyReLU_MaxPool_Adam": 4.0, "CNN_LeakyReLU_MaxPool_SGD": 4.5,
+              "CNN_LeakyReLU_Strided_Adam": 6.0, "CNN_LeakyReLU_Strided_SGD": 5.0}
+    sensitivity = [{"name": n, "width": w, "width_censored": False} for n, w in widths.items()]
+    five_b = claim(claims.claims_table(runs, sensitivity), "5b.")
+    observed = {c["label"]: c["effect"] for c in five_b["contexts"]}
+    assert observed == pytest.approx({"ReLU, MaxPool": 0.5, "ReLU, Strided": 0.5,
+                                      "LeakyReLU, MaxPool": -0.5, "LeakyReLU, Strided": 1.0})
+    assert five_b["effect"] == pytest.approx(0.375) and np.isfinite(five_b["low"])
+    assert all(np.isnan(c["low"]) and np.isnan(c["high"]) for c in five_b["contexts"])
+    # the widest window stopped at a cap: its context's difference is a bound, and says so
+    sensitivity[6]["width_censored"] = True
+    capped = claim(claims.claims_table(runs, sensitivity), "5b.")
+    assert [c["label"] for c in capped["contexts"]] == [
+        "ReLU, MaxPool", "ReLU, Strided", "LeakyReLU, MaxPool", "LeakyReLU, Strided (a bound)"]
+
+
 def test_seed_plan_from_the_pooled_residual_spread():
     """The seeds a test-accuracy main effect of +-0.2 pp needs: a 2^3 main effect with n seeds
     has standard error sigma / sqrt(2n) on 7(n - 1) df; at the plan's count the power reaches
