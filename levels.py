@@ -78,7 +78,7 @@ LEVELS = {  # factor -> {level: Level}, the reference level (the first) compared
         "sgd": Level("sgd", "SGD", _sgd, "#d62728", "SGD with Nesterov momentum"),
     },
 }
-# The default grid: the seed's two levels of each choice (8 variants); the others are opt-in.
+# The default grid: two levels of each choice (8 variants); the others are opt-in.
 FACTORS = {"activation": ("relu", "leakyrelu"), "downsampling": ("maxpool", "strided"),
            "optimizer": ("adam", "sgd")}
 DISPLAY = {name: level.display for levels in LEVELS.values() for name, level in levels.items()}

@@ -46,7 +46,7 @@ def claims_section(tuned, factors, sensitivity, output_dir):
              if sensitivity else "each variant at the recipe's peak learning rate")
     extra = len(used) < len([r for r in tuned if r["status"] == "ok"])
     lost = ", ".join(f"{r['name']} seed {r['seed']}" for r in tuned if r["status"] != "ok")
-    intro = (f"Each claim is one contrast of the replicated factorial model (the seed's two "
+    intro = (f"Each claim is one contrast of the replicated factorial model (the default two "
              f"levels of each choice, seeds as blocks, OLS), on {len(used)} runs: {where}"
              f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
              + (" (the grid's other levels are left out of the claims)" if extra else "")
