@@ -167,28 +167,33 @@ def context_effects(design, factor, level, reference):
     """The level's effect within each combination of the other factors' levels, and a Wald F
     test that they are all equal (the interactions with this factor): ([entry with its
     'context' {factor: level}], p of the test or NaN). factor None: each cell's own mean, and
-    the test that all cells are equal."""
+    the test that all cells are equal. Where the model is additive in the factor (fit's
+    `additive`) it gives every context the average: each context is then its observed
+    difference, without an interval, and there is no test."""
     grid = design.grid
     others = [f for f in design.factors if f != factor]
-    contexts = list(itertools.product(*(design.factors[f] for f in others)))
-    entries, rows = [], []
+    contexts = [dict(zip(others, levels))
+                for levels in itertools.product(*(design.factors[f] for f in others))]
+    weights = []
     for context in contexts:
         inside = pd.Series(True, index=grid.index)
-        for f, value in zip(others, context):
+        for f, value in context.items():
             inside &= grid[f] == value
         if factor is None:
-            plus, minus = _weights(grid, inside), np.zeros(len(grid))
+            weights.append((_weights(grid, inside), np.zeros(len(grid))))
         else:
-            plus = _weights(grid, inside & (grid[factor] == level))
-            minus = _weights(grid, inside & (grid[factor] == reference))
-        entries.append(_entry(design, plus, minus, factor=factor, level=level,
-                              reference=reference, context=dict(zip(others, context))))
-        rows.append(plus - minus)
-    p = float("nan")
-    if design.result is not None and len(rows) > 1:
+            weights.append((_weights(grid, inside & (grid[factor] == level)),
+                            _weights(grid, inside & (grid[factor] == reference))))
+    p, estimated = float("nan"), design
+    if design.result is not None and len(contexts) > 1:
+        rows = [plus - minus for plus, minus in weights]
         restrictions = np.array([(r - rows[0]) @ design.exog for r in rows[1:]])
-        if np.linalg.matrix_rank(restrictions, tol=1e-10) > 0:  # 0: additive by the model
+        if np.linalg.matrix_rank(restrictions, tol=1e-10) > 0:
             p = float(design.result.f_test(restrictions).pvalue)
+        else:  # additive by the model
+            estimated = dataclasses.replace(design, result=None)
+    entries = [_entry(estimated, plus, minus, factor=factor, level=level, reference=reference,
+                      context=context) for context, (plus, minus) in zip(contexts, weights)]
     return entries, p
 
 
