@@ -25,8 +25,8 @@ from model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
 from levels import DISPLAY, FACTORS
 from report_statistics import BEYOND_INTRO, beyond_accuracy, statistics_sections
 from report_study import counted, study_sections
-from run_store import (atomic_write, format_seconds, load_figure_data, run_label,
-                       settings_of)
+from run_store import (atomic_write, format_seconds, load_figure_data, lr_multiplier_of,
+                       run_label, settings_of)
 from visualization_utils import (plot_activation_maps, plot_confusion_matrix, plot_factor_effects,
                                  plot_filters, plot_gradcam, plot_misclassified,
                                  plot_per_class_accuracy, plot_training_curves, variant_label)
@@ -239,7 +239,9 @@ def write_report(output_dir, runs, x_test, progress=None):
         for old in output_dir.glob(f"CNN_*_{kind}.png"):
             if old.name != f"{tag}_{kind}.png":
                 old.unlink()
-    best_title = f"{best['name']} (seed {best['seed']}; best on validation)"
+    multiplier = lr_multiplier_of(best)  # the best run of a tuned grid may be a sweep point
+    best_run = f"seed {best['seed']}" + (f", lr x{multiplier:g}" if multiplier != 1 else "")
+    best_title = f"{best['name']} ({best_run}; best on validation)"
     n_seeds = len({r["seed"] for r in ok})
     per_variant = mean_over_seeds(ok) if n_seeds > 1 else ok
     over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
@@ -262,7 +264,7 @@ def write_report(output_dir, runs, x_test, progress=None):
          "star marks the epoch with the best validation accuracy, whose checkpoint was evaluated."),
         (plot_confusion_matrix(best["confusion_matrix"], class_names,
                                output_dir / f"{tag}_confusion_matrix.png", best_title),
-         f"Test-set confusion matrix of {best['name']} (seed {best['seed']}): rows are true "
+         f"Test-set confusion matrix of {best['name']} ({best_run}): rows are true "
          "classes, columns predictions, each cell with its count and share of the row."),
         (plot_filters(drawn["kernels"], output_dir / f"{tag}_filters.png", best_title),
          "The 32 learned 3x3 kernels of the first convolution on one shared colour scale "
@@ -311,7 +313,7 @@ def write_report(output_dir, runs, x_test, progress=None):
                 if w]
     sections = [
         Section("Fashion-MNIST CNN design-choice lab: results", 1, warnings, [
-            f"Best on validation: **{best['name']}** (seed {best['seed']}), test accuracy "
+            f"Best on validation: **{best['name']}** ({best_run}), test accuracy "
             f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(every_run)]),
         # the answers first (claims, accuracy, effects), then what they rest on, then reference
         *([dataclasses.replace(table_section(claims_table), figures=claims_figures)]
@@ -326,10 +328,10 @@ def write_report(output_dir, runs, x_test, progress=None):
                      *[table_section(t, level=3) for t in beyond_tables],
                      Section(figures=beyond_figures)]
     sections += [Section("Settings", table=settings_rows(best), paragraphs=[
-                     f"Recipe and environment of the best run, {best['name']} (seed {best['seed']}); "
+                     f"Recipe and environment of the best run, {best['name']} ({best_run}); "
                      "every run's own are in its settings.json and metrics.json."]),
                  Section("Runs (best validation accuracy first)", table=results_rows(every_run)),
-                 Section(f"Classification report of {best['name']} (seed {best['seed']})",
+                 Section(f"Classification report of {best['name']} ({best_run})",
                          table=classification_rows(best["classification_report"], class_names)),
                  Section("Figures", figures=figures)]
     atomic_write(output_dir / "summary.md", to_markdown(sections))

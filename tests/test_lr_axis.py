@@ -48,6 +48,8 @@ def test_each_multiplier_is_a_run_of_its_own(sweep):
     chosen = f"x{best['lr_multiplier']:g} ({best['peak_lr']:.3g})"
     assert f"| {NAME} | " in summary and chosen in summary  # picked on validation
     assert "| 2 points x 1 seed; 2 runs |" in summary  # the budget, counted
+    where = f"seed 0, lr x{best['lr_multiplier']:g}" if best["lr_multiplier"] != 1 else "seed 0"
+    assert f"Best on validation: **{NAME}** ({where})" in summary  # names the sweep point
     settings = summary[summary.index("## Settings"):summary.index("## Runs")]
     assert (f"| this run's peak learning rate | {best['peak_lr']:g} "
             f"(x{best['lr_multiplier']:g} of the recipe's peak) |") in settings  # not the grid's
