@@ -34,7 +34,8 @@ VERDICTS = {
     "leans against": "the 95% interval lies below zero, the Bonferroni interval does not",
     "inconclusive": "none of these: the design's detectable effect (80% power, from the "
                     "pooled residual spread, before looking at the estimate) and the seeds "
-                    "that would detect the smallest effect of interest are given",
+                    "that would detect the smallest effect of interest are given, or, where "
+                    "the seeds already suffice, the margin the Bonferroni interval spans",
 }
 
 
@@ -236,8 +237,14 @@ def verdict(entry, alpha):
     else:
         detectable = factorial.detectable_effect(entry["se"], entry["df"], alpha)
         needed = factorial.seeds_needed(entry, entry["seeds"], entry["cells"], smallest, alpha)
-        seeds = f"~{needed} seeds would detect ±{s * smallest:g}" if needed else \
-            f"more than 50 seeds would be needed for ±{s * smallest:g}"
+        if needed and needed <= entry["seeds"]:  # powered enough: the estimate leaves it open
+            margins = " and ".join(f"{s * m:+g}" for m in (-smallest, smallest)
+                                   if fw_low <= m <= fw_high)
+            seeds = f"the seeds suffice; the Bonferroni interval spans zero and {margins}"
+        elif needed:
+            seeds = f"~{needed} seeds would detect ±{s * smallest:g}"
+        else:
+            seeds = f"more than 50 seeds would be needed for ±{s * smallest:g}"
         text = (f"inconclusive (this design detects ±{s * detectable:.2f} {unit} with 80% "
                 f"power; {seeds})")
     if entry.get("bound"):  # censored widths at their lower bounds: one side's verdicts only

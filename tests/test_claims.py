@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import claims
+import factorial
 import lr_tuning
 from factor_analysis import convergence_measures
 from model_analysis import activation_probe, never_positive_shares
@@ -228,13 +229,22 @@ def test_dying_units_depend_on_the_context_and_the_verdict_says_on_what():
     (-0.004, -0.001, -0.006, 0.001, "leans against"),
     (0.0005, 0.0015, -0.0005, 0.0018, "no practical effect (within ±0.2 pp); leans for"),
     (-0.004, 0.004, -0.006, 0.006, "inconclusive (this design detects"),
+    # powered for +-0.2 pp (se 0.04 pp), the estimate halfway to -0.2: open, but not for want
+    # of seeds
+    (-0.00166, 0.00006, -0.00212, 0.00052, "inconclusive (this design detects ±0.1"),
 ])
 def test_every_verdict_word_from_its_intervals(low, high, fw_low, fw_high, expected):
     entry = {"modelled": True, "low": low, "high": high, "family_low": fw_low,
              "family_high": fw_high, "effect": (low + high) / 2, "se": (high - low) / 4.3,
              "df": 14.0, "seeds": 3, "cells": 8, "scale": 100, "smallest": 0.002,
              "heterogeneity_p": 0.5, "contexts": []}
-    assert claims.verdict(entry, 0.05 / 8).startswith(expected)
+    text = claims.verdict(entry, 0.05 / 8)
+    assert text.startswith(expected)
+    if text.startswith("inconclusive"):  # the seeds needed, unless the design has enough
+        needed = factorial.seeds_needed(entry, 3, 8, 0.002, 0.05 / 8)
+        assert (f"~{needed} seeds would detect ±0.2" in text) == (needed > 3)
+        suffice = "the seeds suffice; the Bonferroni interval spans zero and -0.2)"
+        assert (suffice in text) == (needed <= 3)
 
 
 def test_detectable_effect_has_the_power_it_claims():
