@@ -179,7 +179,7 @@ def settings_rows(run):
     rows = [[key, str(value)] for key, value in run.get("settings", {}).items()]
     if "peak_lr" in run:  # the settings hold the grid's peaks; a sweep point trains at its own
         rows.append(["this run's peak learning rate",
-                     f"{run['peak_lr']:g} (x{run.get('lr_multiplier', 1.0):g} of the recipe's peak)"])
+                     f"{run['peak_lr']:g} (x{lr_multiplier_of(run):g} of the recipe's peak)"])
     env = run.get("environment")
     if env:
         rows += [["device", env["device"]], ["backend", env["backend"]],
