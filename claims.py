@@ -26,8 +26,10 @@ SEED_LEVELS = {  # the levels the claims are about; other levels of a grid are l
     "optimizer": ("adam", "sgd"),
 }
 VERDICTS = {
-    "supported": "the Bonferroni interval lies above zero",
-    "contradicted": "the Bonferroni interval lies below zero",
+    "supported": "the Bonferroni interval lies above zero (followed by \"but smaller than the "
+                 "effect of interest\" where it also lies inside ± the smallest effect of "
+                 "interest)",
+    "contradicted": "the Bonferroni interval lies below zero (with the same addition)",
     "no practical effect": "the Bonferroni interval lies inside ± the smallest effect of "
                            "interest (an equivalence test, TOST, at the family-wise level)",
     "leans for": "the 95% interval lies above zero, the Bonferroni interval does not",
@@ -222,11 +224,12 @@ def verdict(entry, alpha):
     low, high, fw_low, fw_high = entry["low"], entry["high"], entry["family_low"], entry["family_high"]
     s, smallest = entry["scale"], entry["smallest"]
     unit = "doublings" if s == 1 else "pp"
-    if fw_low > 0:
-        text = "supported"
-    elif fw_high < 0:
-        text = "contradicted"
-    elif -smallest < fw_low and fw_high < smallest:
+    small = -smallest < fw_low and fw_high < smallest  # an equivalence test passes
+    if fw_low > 0 or fw_high < 0:  # a direction; and whether it is too small to matter
+        text = "supported" if fw_low > 0 else "contradicted"
+        if small and not entry.get("bound"):  # a bound's true effect may lie beyond it
+            text += f", but smaller than the effect of interest (within ±{s * smallest:g} {unit})"
+    elif small:
         text = f"no practical effect (within ±{s * smallest:g} {unit})"
         if low > 0 or high < 0:
             text += f"; leans {'for' if low > 0 else 'against'}"

@@ -228,6 +228,10 @@ def test_dying_units_depend_on_the_context_and_the_verdict_says_on_what():
     (0.001, 0.004, -0.001, 0.006, "leans for"),
     (-0.004, -0.001, -0.006, 0.001, "leans against"),
     (0.0005, 0.0015, -0.0005, 0.0018, "no practical effect (within ±0.2 pp); leans for"),
+    # a direction that is certain and too small to matter at once: both said
+    (0.0008, 0.0016, 0.0003, 0.0019, "supported, but smaller than the effect of interest (within ±0.2 pp)"),
+    (-0.0016, -0.0008, -0.0019, -0.0003, "contradicted, but smaller than the effect of interest"),
+    (0.001, 0.004, 0.0005, 0.0045, "supported"),
     (-0.004, 0.004, -0.006, 0.006, "inconclusive (this design detects"),
     # powered for +-0.2 pp (se 0.04 pp), the estimate halfway to -0.2: open, but not for want
     # of seeds
@@ -240,6 +244,7 @@ def test_every_verdict_word_from_its_intervals(low, high, fw_low, fw_high, expec
              "heterogeneity_p": 0.5, "contexts": []}
     text = claims.verdict(entry, 0.05 / 8)
     assert text.startswith(expected)
+    assert ("smaller than the effect of interest" in text) == ("smaller" in expected)
     if text.startswith("inconclusive"):  # the seeds needed, unless the design has enough
         needed = factorial.seeds_needed(entry, 3, 8, 0.002, 0.05 / 8)
         assert (f"~{needed} seeds would detect ±0.2" in text) == (needed > 3)
@@ -307,9 +312,12 @@ def test_little_tuning_claim_counts_censored_widths_as_bounds():
                        for n, w in widths.items()]
         return claim(claims.claims_table(runs, sensitivity), "5b.")
 
-    clear = five_b(censored=set())
-    assert clear["df"] == 3 and clear["effect"] == pytest.approx(1.0, abs=0.2)
+    clear = five_b(censored=set(), adam_width=3.0)
+    assert clear["df"] == 3 and clear["effect"] == pytest.approx(2.0, abs=0.2)
     assert clear["verdict"] == "supported" and clear["bound"] is None
+    # a difference of about one doubling, certain but inside +-1: both are said
+    assert five_b(censored=set())["verdict"].startswith(
+        "supported, but smaller than the effect of interest (within ±1 doublings)")
     # the widest Adam window stopped at a cap: all eight still count, the effect a lower bound
     capped = five_b(censored={adam[-1]})
     assert capped["bound"] == "lower" and capped["runs"] == 8
