@@ -224,13 +224,14 @@ def verdict(entry, alpha):
     low, high, fw_low, fw_high = entry["low"], entry["high"], entry["family_low"], entry["family_high"]
     s, smallest = entry["scale"], entry["smallest"]
     unit = "doublings" if s == 1 else "pp"
+    within = f"within ±{s * smallest:g} {unit}"
     small = -smallest < fw_low and fw_high < smallest  # an equivalence test passes
     if fw_low > 0 or fw_high < 0:  # a direction; and whether it is too small to matter
         text = "supported" if fw_low > 0 else "contradicted"
         if small and not entry.get("bound"):  # a bound's true effect may lie beyond it
-            text += f", but smaller than the effect of interest (within ±{s * smallest:g} {unit})"
+            text += f", but smaller than the effect of interest ({within})"
     elif small:
-        text = f"no practical effect (within ±{s * smallest:g} {unit})"
+        text = f"no practical effect ({within})"
         if low > 0 or high < 0:
             text += f"; leans {'for' if low > 0 else 'against'}"
     elif low > 0:
