@@ -33,7 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner out of logs
 
-import environment  # noqa: E402  (imports no TensorFlow)
+from fmlab.core import environment  # noqa: E402  (imports no TensorFlow)
 
 with environment.native_stderr_silenced():  # TensorFlow's CUDA probing prints on import
     import keras
@@ -42,15 +42,15 @@ with environment.native_stderr_silenced():  # TensorFlow's CUDA probing prints o
     for _gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed, so
         tf.config.experimental.set_memory_growth(_gpu, True)  # workers can share one GPU
 
-import lr_tuning  # noqa: E402
-import run_store  # noqa: E402
-import tensorboard_hparams  # noqa: E402
-from data import prepare_data, prepare_test_images  # noqa: E402
-from errors import LabError, Parser, UsageError, positive_int  # noqa: E402
-from levels import FACTORS, LEVELS  # noqa: E402
-from models import build_model, trainable_params, variant_grid  # noqa: E402
-from report import write_report  # noqa: E402
-from training import (QUICK, Recipe, complete_saved_run, distribution_strategy,  # noqa: E402
+from fmlab.stats import lr_tuning  # noqa: E402
+from fmlab.store import run_store  # noqa: E402
+from fmlab.run import tensorboard_hparams  # noqa: E402
+from fmlab.run.data import prepare_data, prepare_test_images  # noqa: E402
+from fmlab.core.errors import LabError, Parser, UsageError, positive_int  # noqa: E402
+from fmlab.core.levels import FACTORS, LEVELS  # noqa: E402
+from fmlab.run.models import build_model, trainable_params, variant_grid  # noqa: E402
+from fmlab.report.report import write_report  # noqa: E402
+from fmlab.run.training import (QUICK, Recipe, complete_saved_run, distribution_strategy,  # noqa: E402
                       flag_of, gpus, grid_precision, resolve_precision,
                       setting_names, train_and_evaluate)
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from errors import Parser, positive_int  # noqa: E402
-from levels import LEVELS, variant_name  # noqa: E402
-from run_store import metrics_paths, run_dir  # noqa: E402  (no TensorFlow: the orchestrator stays light)
+from fmlab.core.errors import Parser, positive_int  # noqa: E402
+from fmlab.core.levels import LEVELS, variant_name  # noqa: E402
+from fmlab.store.run_store import metrics_paths, run_dir  # noqa: E402  (no TensorFlow: the orchestrator stays light)
 # The baseline is the runner's default recipe, plus --baseline-flags. The tables in
 # benchmarks/README.md were made with the defaults of their day: the 6-epoch table of
 # 2026-11-29 with `--baseline-flags "--adam-peak-lr 0.002"`, the 8-epoch tables of
@@ -143,8 +143,8 @@ def flip_tta_accuracies(args, seed, run, translate=0):
     (and, with translate, shifted views too)."""
     import keras  # here: the orchestrator itself needs no TensorFlow
 
-    from data import prepare_data
-    from training import predict
+    from fmlab.run.data import prepare_data
+    from fmlab.run.training import predict
 
     settings = run["settings"]
     x_val, y_val = prepare_data(None, settings["subset"], settings["val_fraction"], seed)["val"]

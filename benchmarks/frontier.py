@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ablation import check_base_flags, config_name, finished_run, write_table  # benchmarks/ is on a script's path
-from errors import Parser, positive_int  # noqa: E402  (the project's folder: ablation put it on the path)
+from fmlab.core.errors import Parser, positive_int  # noqa: E402  (the project's folder: ablation put it on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("relu", "maxpool", "sgd"), ("relu", "maxpool", "adam")]  # the ablation's two
@@ -172,7 +172,7 @@ def table(args, rows_by_variant, chosen):
 
 def draw(args, rows_by_variant, chosen):
     """The figure from every finished run (a budget's mean over the seeds finished so far)."""
-    from visualization_utils import plot_frontier  # here: matplotlib only when drawing
+    from fmlab.figures.plots import plot_frontier  # here: matplotlib only when drawing
 
     curves = []
     for rows in rows_by_variant.values():

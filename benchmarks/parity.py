@@ -24,7 +24,7 @@ from pathlib import Path
 from scipy import stats
 
 from ablation import check_variant, finished_run, write_table  # benchmarks/ is on a script's path
-from errors import Parser  # noqa: E402  (the project's folder: ablation put it on the path)
+from fmlab.core.errors import Parser  # noqa: E402  (the project's folder: ablation put it on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = {"bfloat16": "mixed_bfloat16", "float32": "float32"}  # folder -> --precision

@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 
-from data import make_dataset, prepare_data  # noqa: E402
-from models import Variant, build_model  # noqa: E402
-from training import Recipe, make_optimizer  # noqa: E402
+from fmlab.run.data import make_dataset, prepare_data  # noqa: E402
+from fmlab.run.models import Variant, build_model  # noqa: E402
+from fmlab.run.training import Recipe, make_optimizer  # noqa: E402
 
 
 def training_flops_per_image(model):

@@ -68,7 +68,7 @@ def write_dataset(folder, n_train, n_test, compress=True, seed=0):
 @pytest.fixture
 def small_sizes(monkeypatch):
     """Make 50 train / 20 test images the 'official' sizes, so synthetic sets are valid."""
-    import data
+    from fmlab.run import data
 
     monkeypatch.setattr(data, "SPLIT_SIZES", {"train": 50, "test": 20})
     return data.SPLIT_SIZES
@@ -78,8 +78,8 @@ def require_real_data():
     """The real data, found the way the runner finds it (--data-dir is not used by the tests;
     $FASHION_MNIST_DIR, Debian's folder, Keras' cache or download). `make test` installs
     Debian's package where it can; these tests fail, never skip, without data."""
-    import data
-    from errors import DataError
+    from fmlab.run import data
+    from fmlab.core.errors import DataError
 
     global _real_data_error
     if _real_data_error is None:

@@ -10,10 +10,10 @@ import pytest
 from conftest import TINY_NAMES, copy_of
 
 import fashion_mnist_cnn as fm
-import model_analysis as ma
-import run_store
-import training
-from models import Variant, build_model
+from fmlab.measures import model_analysis as ma
+from fmlab.store import run_store
+from fmlab.run import training
+from fmlab.run.models import Variant, build_model
 
 
 def one_hot_like(confidence, predicted, classes=10):
@@ -200,7 +200,7 @@ def test_the_frontier_figure_draws_every_finished_run(tmp_path):
     """benchmarks/frontier.py's figure: validation and training accuracy against the budget,
     seeds as points, the chosen budget marked; a budget with one seed so far still draws."""
     from conftest import assert_real_png
-    from visualization_utils import plot_frontier
+    from fmlab.figures.plots import plot_frontier
 
     adam = {"activation": "relu", "downsampling": "maxpool", "optimizer": "adam"}
     sgd = {**adam, "optimizer": "sgd"}

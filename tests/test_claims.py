@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-import claims
-import factorial
-import lr_tuning
-from factor_analysis import convergence_measures
-from model_analysis import activation_probe, never_positive_shares
-from models import FACTORS, Variant, build_model, downsampling_params
+from fmlab.stats import claims
+from fmlab.stats import factorial
+from fmlab.stats import lr_tuning
+from fmlab.stats.factor_analysis import convergence_measures
+from fmlab.measures.model_analysis import activation_probe, never_positive_shares
+from fmlab.run.models import FACTORS, Variant, build_model, downsampling_params
 
 
 def test_never_positive_shares_count_known_dead_units():
@@ -106,7 +106,7 @@ def test_winners_curse_compares_the_chosen_peak_across_seeds():
     assert lr_tuning.winners_curse(runs[:2] + runs[5:7]) is None  # the sweep alone
     # the failed seed at B's chosen peak is named, not dropped silently
     assert [(r["name"], r["seed"]) for r in lr_tuning.failed_at_chosen(runs)] == [("B", 2)]
-    import report_study
+    from fmlab.report import report_study
     note = report_study.failed_at_chosen_note(lr_tuning.failed_at_chosen(runs))
     assert "1 run failed: B seed 2 (x1: failed)" in note and "lacks it" in note
     assert report_study.failed_at_chosen_note(lr_tuning.failed_at_chosen(runs[:8])) == ""
@@ -257,7 +257,7 @@ def test_detectable_effect_has_the_power_it_claims():
     seeds shrink the standard error, and seeds_needed finds where +-0.2 pp is reached."""
     from scipy import stats
 
-    import factorial
+    from fmlab.stats import factorial
 
     se, df, alpha = 0.001, 14, 0.05 / 8
     effect = factorial.detectable_effect(se, df, alpha)
@@ -379,7 +379,7 @@ def test_seed_plan_from_the_pooled_residual_spread():
     """The seeds a test-accuracy main effect of +-0.2 pp needs: a 2^3 main effect with n seeds
     has standard error sigma / sqrt(2n) on 7(n - 1) df; at the plan's count the power reaches
     80%, one seed fewer it does not. More noise asks for more seeds; one seed plans nothing."""
-    import factorial
+    from fmlab.stats import factorial
 
     runs = factorial_runs("test_accuracy", lambda v: 0.003 * (v.optimizer == "sgd"),
                           seeds=range(10), noise=0.0015)
@@ -404,7 +404,7 @@ def test_seed_plan_from_the_pooled_residual_spread():
 def test_claims_section_names_its_seeds_and_family_as_counted(tmp_path):
     """One seed leaves no claim tested: the report says why instead of 'all 0 tested claims';
     with three seeds it counts the family it adjusted for."""
-    import report_study
+    from fmlab.report import report_study
     runs = factorial_runs("test_accuracy", lambda v: 0.0, seeds=[0])
     title, intro, header, body = report_study.claims_section(runs, None, None, tmp_path)[0]
     assert "on 8 runs: each variant" in intro and ", seed 0." in intro and "seeds 0" not in intro

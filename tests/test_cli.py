@@ -12,10 +12,10 @@ import pytest
 from conftest import TINY_GRID, TINY_NAMES, WORKER_GRID, assert_real_png
 
 import fashion_mnist_cnn as fm
-import report
-import run_store
-from data import prepare_test_images
-from training import predict
+from fmlab.report import report
+from fmlab.store import run_store
+from fmlab.run.data import prepare_test_images
+from fmlab.run.training import predict
 
 FIGURES = ["model_comparison.png", "per_class_accuracy.png", "factor_effects.png",
            "calibration.png", "shift_robustness.png", "dead_units.png", "claims.png"]
@@ -296,8 +296,8 @@ def test_tune_lr_with_report_only_only_reports():
 def test_help_lists_every_recipe_setting(capsys):
     import dataclasses
 
-    import training
-    from training import Recipe
+    from fmlab.run import training
+    from fmlab.run.training import Recipe
 
     with pytest.raises(SystemExit):
         fm.parse_args(["--help"])

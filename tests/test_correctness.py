@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from conftest import ROOT, inference_accuracy, require_real_data
 
-import environment
+from fmlab.core import environment
 import fashion_mnist_cnn as fm
-import run_store
-import training
-from data import prepare_data
-from errors import UsageError
-from models import Variant, build_model
-from training import Recipe
-from training_callbacks import RecomputeBatchNormStatistics
+from fmlab.store import run_store
+from fmlab.run import training
+from fmlab.run.data import prepare_data
+from fmlab.core.errors import UsageError
+from fmlab.run.models import Variant, build_model
+from fmlab.run.training import Recipe
+from fmlab.run.training_callbacks import RecomputeBatchNormStatistics
 
 ONE = ["--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
 RUN = Path("runs/CNN_ReLU_MaxPool_Adam/seed0")
@@ -352,7 +352,7 @@ def test_quick_runs_get_their_own_folder():
 def test_the_report_and_the_benchmark_orchestrators_import_no_tensorflow():
     """--report-only's modules and the benchmarks' orchestrators stay light: drawing from
     saved runs needs no TensorFlow."""
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import report, ablation, frontier, parity; "
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import fmlab.report.report, ablation, frontier, parity; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True).stdout

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import require_real_data, write_dataset, write_idx
 
-import data
+from fmlab.run import data
 import fashion_mnist_cnn as fm
-from errors import DataError
+from fmlab.core.errors import DataError
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -84,8 +84,8 @@ def test_the_committed_grid_is_what_the_readme_command_trains():
     import shlex
 
     import fashion_mnist_cnn as fm
-    from run_store import settings_of
-    from training import Recipe, grid_precision
+    from fmlab.store.run_store import settings_of
+    from fmlab.run.training import Recipe, grid_precision
 
     quoted = re.findall(r"made by `python fashion_mnist_cnn\.py ([^`]*)`",
                         " ".join((ROOT / "README.md").read_text().split()))

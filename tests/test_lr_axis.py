@@ -10,9 +10,9 @@ import pytest
 from conftest import assert_real_png, require_real_data
 
 import fashion_mnist_cnn as fm
-import run_store
-from errors import UsageError
-from models import Variant
+from fmlab.store import run_store
+from fmlab.core.errors import UsageError
+from fmlab.run.models import Variant
 
 SWEEP = ["--subset", "320", "--test-images", "512", "--shift-images", "100", "--epochs", "1",
          "--batch-size", "32", "--no-tta", "--activation", "relu", "--downsampling", "maxpool",
@@ -178,7 +178,7 @@ def test_a_study_keeps_the_variants_it_sweeps_wide(tmp_path, monkeypatch, capsys
 def test_lr_sensitivity_keeps_every_point_on_its_shared_scale(tmp_path, monkeypatch, diverged):
     """The panels share one accuracy scale: the best point of either panel, and its star,
     stay inside it, whichever panel is drawn first; so does a diverged run's cross."""
-    import visualization_utils
+    from fmlab.figures import plots as visualization_utils
 
     figures = []
     monkeypatch.setattr(visualization_utils, "save_figure",
@@ -227,8 +227,8 @@ def test_a_merged_report_carries_the_folders_sweep_protocol(tmp_path):
 def test_lr_sensitivity_names_each_optimizer_from_its_registry_entry(monkeypatch):
     """A panel's title is its optimizer's registered name: a level added in levels.py is
     not drawn under another optimizer's name."""
-    import levels
-    import visualization_utils
+    from fmlab.core import levels
+    from fmlab.figures import plots as visualization_utils
 
     figures = []
     monkeypatch.setattr(visualization_utils, "save_figure",

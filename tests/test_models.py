@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-import models
-import training
-from models import FACTORS, Variant, build_model, trainable_params, variant_grid
-from training import Recipe
+from fmlab.run import models
+from fmlab.run import training
+from fmlab.run.models import FACTORS, Variant, build_model, trainable_params, variant_grid
+from fmlab.run.training import Recipe
 
 VARIANTS = variant_grid(*FACTORS.values())
 
@@ -81,8 +81,8 @@ def test_schedule_warms_up_then_decays_to_zero(optimizer):
 def test_every_registered_level_builds_what_it_names():
     import keras
 
-    from levels import LEAKY_SLOPE, LEVELS
-    from model_analysis import unit_layers
+    from fmlab.core.levels import LEAKY_SLOPE, LEVELS
+    from fmlab.measures.model_analysis import unit_layers
 
     for activation in LEVELS["activation"]:
         model = build_model(Variant(activation, "maxpool", "adam"))
@@ -113,7 +113,7 @@ def test_an_unknown_level_is_refused_not_built_as_another():
 
 
 def test_new_levels_are_named_and_styled_but_off_by_default():
-    from levels import DISPLAY, FACTORS, LEVELS
+    from fmlab.core.levels import DISPLAY, FACTORS, LEVELS
 
     assert Variant("gelu", "avgpool", "sgd").name == "CNN_GELU_AvgPool_SGD"
     assert "gelu" not in FACTORS["activation"] and "avgpool" not in FACTORS["downsampling"]

@@ -12,9 +12,9 @@ import pytest
 from conftest import ROOT, inference_accuracy, require_real_data
 
 import fashion_mnist_cnn as fm
-import report
-import run_store
-from data import prepare_data
+from fmlab.report import report
+from fmlab.store import run_store
+from fmlab.run.data import prepare_data
 
 ONE = ["--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
 RUN = "runs/CNN_ReLU_MaxPool_Adam/seed0"
@@ -147,7 +147,7 @@ def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    import figure_cache
+    from fmlab.figures import figure_cache
 
     umask = os.umask(0o022)
     try:

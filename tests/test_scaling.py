@@ -10,10 +10,10 @@ import pytest
 from conftest import SHORT_RUN, WORKER_GRID, assert_real_png, finish, start_cli
 
 import fashion_mnist_cnn as fm
-import run_store
-from data import prepare_data
-from errors import UsageError
-from models import variant_grid
+from fmlab.store import run_store
+from fmlab.run.data import prepare_data
+from fmlab.core.errors import UsageError
+from fmlab.run.models import variant_grid
 
 NAMES = {"CNN_ReLU_Strided_SGD", "CNN_LeakyReLU_Strided_SGD"}
 

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-import factor_analysis as fa
+from fmlab.stats import factor_analysis as fa
 
 FACTORS = {"activation": ("relu", "leakyrelu"), "downsampling": ("maxpool", "strided"),
            "optimizer": ("adam", "sgd")}
@@ -204,7 +204,7 @@ def test_bonferroni_widens_every_interval_and_holm_adjusts_the_p_values():
 def test_holm_is_statsmodels_holm():
     from statsmodels.stats.multitest import multipletests
 
-    import factorial
+    from fmlab.stats import factorial
 
     rng = np.random.default_rng(0)
     for p in ([0.01, 0.04, 0.03, 0.2], [0.5, 0.5, 0.001], rng.uniform(0, 0.2, 12), [0.3]):

@@ -12,14 +12,14 @@ import pytest
 import tensorflow as tf
 
 import fashion_mnist_cnn as fm
-import run_store
-import training
-from data import make_dataset
-from errors import UsageError
-from model_analysis import shift_images
-from models import Variant, build_model, trainable_params
-from training import Recipe
-from training_callbacks import Lookahead
+from fmlab.store import run_store
+from fmlab.run import training
+from fmlab.run.data import make_dataset
+from fmlab.core.errors import UsageError
+from fmlab.measures.model_analysis import shift_images
+from fmlab.run.models import Variant, build_model, trainable_params
+from fmlab.run.training import Recipe
+from fmlab.run.training_callbacks import Lookahead
 
 FLAGS = training.setting_names()  # how the runner names settings in refusals
 
@@ -271,7 +271,7 @@ def test_a_run_with_every_candidate_saves_the_model_it_validated(tmp_path):
     evaluated checkpoint reproduces its logged validation accuracy."""
     from conftest import inference_accuracy, require_real_data
 
-    from data import prepare_data
+    from fmlab.run.data import prepare_data
 
     require_real_data()
     argv = ["--subset", "640", "--batch-size", "64", "--test-images", "512", "--shift-images",

@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # no screen needed; must come before pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from run_store import temp_file_beside  # noqa: E402
+from fmlab.store.run_store import temp_file_beside  # noqa: E402
 
 DPI = 130
 DIGEST_KEY = "Lab figure digest"  # PNG text chunk

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from model_analysis import activation_probe, never_positive_shares
-from run_store import checkpoint_epochs, checkpoint_path
+from fmlab.measures.model_analysis import activation_probe, never_positive_shares
+from fmlab.store.run_store import checkpoint_epochs, checkpoint_path
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from errors import UsageError
+from fmlab.core.errors import UsageError
 
 RUNS = "runs"  # OUTPUT_DIR/runs: every run folder of a grid (and TensorBoard's logdir)
 # The files of a run folder

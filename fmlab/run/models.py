@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from levels import DISPLAY, FACTORS, LEVELS, level, variant_name  # noqa: F401  (FACTORS: the default grid)
+from fmlab.core.levels import DISPLAY, FACTORS, LEVELS, level, variant_name  # noqa: F401  (FACTORS: the default grid)
 
 MAX_TRAINABLE_PARAMS = 1_000_000
 

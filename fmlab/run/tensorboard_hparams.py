@@ -9,8 +9,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from model_analysis import ECE_BINS
-from run_store import TENSORBOARD, runs_folder
+from fmlab.measures.model_analysis import ECE_BINS
+from fmlab.store.run_store import TENSORBOARD, runs_folder
 
 METRICS = {"val_accuracy": "validation accuracy (best epoch)", "test_accuracy": "test accuracy",
            "test_loss": "test loss (NLL)", "ece": f"test ECE ({ECE_BINS} bins)",

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from run_store import lr_multiplier_of
+from fmlab.store.run_store import lr_multiplier_of
 
 DEFAULT_SWEEP = (0.5, 1.0, 2.0)  # multipliers of the recipe's peaks: a log2 grid around it
 MAX_MULTIPLIER = 16              # the sweep stops at x1/16 and x16 (a stated cap, "≥" beyond)

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-import claims
-import factor_analysis as fa
-import lr_tuning
-from dataset_facts import CLASS_NAMES
-from model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
-from levels import DISPLAY, FACTORS
-from report_statistics import BEYOND_INTRO, beyond_accuracy, statistics_sections
-from report_study import counted, study_sections
-from run_store import (atomic_write, format_seconds, load_figure_data, lr_multiplier_of,
+from fmlab.stats import claims
+from fmlab.stats import factor_analysis as fa
+from fmlab.stats import lr_tuning
+from fmlab.core.dataset_facts import CLASS_NAMES
+from fmlab.measures.model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
+from fmlab.core.levels import DISPLAY, FACTORS
+from fmlab.report.report_statistics import BEYOND_INTRO, beyond_accuracy, statistics_sections
+from fmlab.report.report_study import counted, study_sections
+from fmlab.store.run_store import (atomic_write, format_seconds, load_figure_data, lr_multiplier_of,
                        run_label, settings_of)
-from visualization_utils import (plot_activation_maps, plot_confusion_matrix, plot_factor_effects,
+from fmlab.figures.plots import (plot_activation_maps, plot_confusion_matrix, plot_factor_effects,
                                  plot_filters, plot_gradcam, plot_misclassified,
                                  plot_per_class_accuracy, plot_training_curves, variant_label)
 

@@ -5,10 +5,10 @@ robustness -- as (title, intro, header, rows) tables, sentences and figures for 
 
 import numpy as np
 
-import factor_analysis as fa
-from model_analysis import ECE_BINS
-from report_study import counted, interval
-from visualization_utils import plot_calibration, plot_shift_robustness, variant_label
+from fmlab.stats import factor_analysis as fa
+from fmlab.measures.model_analysis import ECE_BINS
+from fmlab.report.report_study import counted, interval
+from fmlab.figures.plots import plot_calibration, plot_shift_robustness, variant_label
 
 
 def adjusted_effects(ok, factors, metric):

@@ -17,8 +17,8 @@ import dataclasses
 
 import numpy as np
 
-import factorial
-from levels import display_name, level_order
+from fmlab.stats import factorial
+from fmlab.core.levels import display_name, level_order
 
 SEED_LEVELS = {  # the levels the claims are about; other levels of a grid are left out
     "activation": ("relu", "leakyrelu"),

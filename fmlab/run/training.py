@@ -20,16 +20,16 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import classification_report, confusion_matrix, log_loss
 
-import environment
-import model_analysis
-import run_store
-import tensorboard_hparams
-from data import CLASS_NAMES, SPLIT_SIZES, make_dataset
-from errors import UsageError, positive_int
-from factor_analysis import convergence_measures
-from levels import FACTORS, LEVELS
-from models import build_model, downsampling_params, trainable_params
-from training_callbacks import (ContinueDropoutMasks, EpochTimer, KeepBestCheckpointOnly,
+from fmlab.core import environment
+from fmlab.measures import model_analysis
+from fmlab.store import run_store
+from fmlab.run import tensorboard_hparams
+from fmlab.run.data import CLASS_NAMES, SPLIT_SIZES, make_dataset
+from fmlab.core.errors import UsageError, positive_int
+from fmlab.stats.factor_analysis import convergence_measures
+from fmlab.core.levels import FACTORS, LEVELS
+from fmlab.run.models import build_model, downsampling_params, trainable_params
+from fmlab.run.training_callbacks import (ContinueDropoutMasks, EpochTimer, KeepBestCheckpointOnly,
                                 Lookahead, NeverPositiveUnits, RecomputeBatchNormStatistics,
                                 ShortProgress)
 

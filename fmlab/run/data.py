@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from dataset_facts import CLASS_NAMES, SPLIT_SIZES  # noqa: F401  (others import them from here too)
-from errors import DataError
+from fmlab.core.dataset_facts import CLASS_NAMES, SPLIT_SIZES  # noqa: F401  (others import them from here too)
+from fmlab.core.errors import DataError
 
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_DIR_VARIABLE = "FASHION_MNIST_DIR"  # environment variable: a folder with the IDX files

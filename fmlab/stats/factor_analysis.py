@@ -11,9 +11,9 @@ optimizer, seed, status and metrics); no Keras, no drawing.
 import numpy as np
 from scipy import stats
 
-import factorial
-from factorial import ok_rows  # noqa: F401  (the report and figures take it from here too)
-from levels import ordered
+from fmlab.stats import factorial
+from fmlab.stats.factorial import ok_rows  # noqa: F401  (the report and figures take it from here too)
+from fmlab.core.levels import ordered
 
 CONFIDENCE = 0.95
 SUMMARY_METRICS = ("test_accuracy", "val_accuracy", "test_loss", "train_seconds")

@@ -8,12 +8,12 @@ runs, calls both and words the result.
 
 import numpy as np
 
-import claims
-import factor_analysis as fa
-import lr_tuning
-import run_store
-from model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
-from visualization_utils import plot_claims, plot_dying_units, plot_lr_sensitivity, variant_label
+from fmlab.stats import claims
+from fmlab.stats import factor_analysis as fa
+from fmlab.stats import lr_tuning
+from fmlab.store import run_store
+from fmlab.measures.model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
+from fmlab.figures.plots import plot_claims, plot_dying_units, plot_lr_sensitivity, variant_label
 
 
 def interval(low, high, scale=100):
