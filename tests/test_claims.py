@@ -68,8 +68,9 @@ def test_sensitivity_width_and_cost_of_the_shared_peak():
     # A: best 92% at x1; the 91.5% line is crossed at log2 = -0.25 and +0.5
     assert a["chosen"] == 1.0 and a["loss_at_default"] == 0.0 and a["chosen_peak_lr"] == 0.004
     assert a["width"] == pytest.approx(0.75) and a["width_censored"] is False
-    # B: best at the sweep's low edge: the range is open there (at least 1/6 of a doubling)
-    assert b["chosen"] == 0.5 and b["loss_at_default"] == pytest.approx(0.03)
+    # B: best at the sweep's low edge, which a peak never is: x1, the one point inside; the
+    # range is open at that edge (at least 1/6 of a doubling)
+    assert b["chosen"] == 1.0 and b["loss_at_default"] == 0.0
     assert b["width"] == pytest.approx(1 / 6) and b["width_censored"] is True
 
 
@@ -103,6 +104,10 @@ def test_winners_curse_compares_the_chosen_peak_across_seeds():
     assert curse["val_accuracy"]["ahead"] == 1  # A ahead, B behind
     assert curse["test_accuracy"]["others"] == pytest.approx((0.92 + 0.89) / 2)
     assert curse["test_accuracy"]["ahead"] == 1  # A: 0.92 vs 0.92 is not ahead; B 0.90 > 0.89
+    # the split: seed 0's validation minus test at its unchosen points (A x1 +1.0 pp, B x0.5
+    # 0.0) against the other seeds' at the chosen ones (A -0.5, B +2.0)
+    assert curse["split"]["sweep_unchosen"] == pytest.approx(0.005)
+    assert curse["split"]["others"] == pytest.approx(0.0075) and curse["split"]["variants"] == 2
     assert lr_tuning.winners_curse(runs[:2] + runs[5:7]) is None  # the sweep alone
     # the failed seed at B's chosen peak is named, not dropped silently
     assert [(r["name"], r["seed"]) for r in lr_tuning.failed_at_chosen(runs)] == [("B", 2)]
@@ -323,14 +328,15 @@ def test_little_tuning_claim_counts_censored_widths_as_bounds():
     assert capped["bound"] == "lower" and capped["runs"] == 8
     assert capped["verdict"] == "supported (a lower bound: 1 censored width counted at its lower bound)"
     # Adam's lower bounds below SGD's widths: the estimate is negative, yet no contradiction
-    assert five_b(censored=set(adam), adam_width=1.0, sgd_width=2.0)["verdict"] == \
-        "inconclusive (a lower bound: 4 censored widths counted at their lower bounds)"
+    below = five_b(censored=set(adam), adam_width=1.0, sgd_width=2.0)["verdict"]
+    assert below.startswith("inconclusive (this design detects ±") and below.endswith(
+        " doublings with 80% power; a lower bound: 4 censored widths counted at their lower bounds)")
     # SGD censored, Adam narrower: an upper bound below zero contradicts the claim
     upper = five_b(censored=set(sgd), adam_width=1.0, sgd_width=2.0)
     assert upper["bound"] == "upper" and upper["verdict"].startswith("contradicted (an upper")
     # with a lower bound, no equivalence either: equal widths are inconclusive
-    assert five_b(censored={adam[0]}, adam_width=1.0, sgd_width=1.0)["verdict"].startswith(
-        "inconclusive (a lower bound")
+    level = five_b(censored={adam[0]}, adam_width=1.0, sgd_width=1.0)["verdict"]
+    assert level.startswith("inconclusive (this design detects ±") and "; a lower bound" in level
     for censored in (set(names), {adam[0], sgd[0]}):  # lower bounds on both sides: nothing
         blind = five_b(censored)
         assert blind["verdict"].startswith(f"not measured: {len(censored)} of 8 widths are "
@@ -348,8 +354,8 @@ def test_little_tuning_claim_counts_censored_widths_as_bounds():
     relu = {n for n in names if "_ReLU_" in n}
     assert five_b_wide(relu)["df"] == 1
     assert five_b_wide(set())["verdict"] == ("not measured: 0 of 0 widths are lower bounds (the "
-                                              "sweep never left the band on one side), too few "
-                                              "widths to compare")
+                                              "sweep ended inside the band, or at the last point "
+                                              "before a diverged run), too few widths to compare")
 
 
 def test_little_tuning_contexts_are_the_observed_differences():

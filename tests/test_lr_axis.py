@@ -4,6 +4,7 @@ tuning protocol's stages (with training replaced by a stand-in)."""
 
 import csv
 import json
+import math
 import shutil
 
 import pytest
@@ -114,7 +115,7 @@ def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypa
             folder.mkdir(parents=True)
             run_store.write_metrics(folder, {
                 "name": variant.name, "seed": seed, "lr_multiplier": multiplier, "status": "ok",
-                "val_accuracy": 0.9 - abs(multiplier - 4) / 100})
+                "val_accuracy": 0.9 - (math.log2(multiplier) - 2) ** 2 / 100})
         return []
 
     monkeypatch.setattr(fm, "run_grid", fake_run_grid)

@@ -119,8 +119,24 @@ def winners_curse_note(curse):
             f"peaks {100 * val['others']:.2f}% and {100 * test['others']:.2f}% ({n} variants; "
             f"the sweep's seeds ahead in {val['ahead']} on validation, {test['ahead']} on test). "
             "The validation gap holds the optimism of keeping the best of several noisy points "
-            "(and any difference between the seeds' validation splits); the test set chose "
-            "nothing, and the comparisons above average over all seeds.")
+            "and any difference between the seeds' validation splits"
+            + split_note(curse) + "; the test set chose nothing, and the comparisons above "
+            "average over all seeds.")
+
+
+def split_note(curse):
+    """The winner's curse's validation gap cut in two: the sweep seeds' split (their
+    validation minus test at the points they did not choose, against the other seeds') and
+    the selection (the rest)."""
+    split = curse.get("split")
+    if not split:
+        return ""
+    gap = curse["val_accuracy"]["sweep"] - curse["val_accuracy"]["others"]
+    own = split["sweep_unchosen"] - split["others"]
+    return (f": {100 * gap:+.2f} pp in all. At the points the sweep did not choose, its seeds' "
+            f"validation ran {100 * split['sweep_unchosen']:.2f} pp above their test accuracy, "
+            f"the other seeds' {100 * split['others']:.2f} pp at the chosen peaks, so the split "
+            f"explains {100 * own:+.2f} pp and the selection {100 * (gap - own):+.2f} pp")
 
 
 def failed_at_chosen_note(failed):

@@ -85,9 +85,10 @@ CLAIMS = [
     Claim("5b. Adam needs little tuning",
           "width of the learning-rate range within 0.5 pp of the best (doublings)", "lr_width",
           "optimizer", "adam", "sgd", +1, 1.0,
-          "A width the sweep did not bound (it stopped at a cap inside the band) counts at "
-          "its lower bound, so the effect is then a bound and only the verdicts on its safe "
-          "side are given; one seed per variant, so the optimizer's effect is tested against "
+          "A width the sweep did not bound (it stopped at a cap inside the band, or at the last "
+          "point before a diverged run) counts at its lower bound, so the effect is then a "
+          "bound and only the verdicts on its safe side are given, and censoring on both "
+          "optimizers leaves it unmeasured; one seed per variant, so the optimizer's effect is tested against "
           "its variation over the four contexts", scale=1),
     Claim("6a. SGD with momentum generalises better when tuned",
           "test accuracy, each at its tuned peak (pp)", "test_accuracy", "optimizer", "sgd",
@@ -114,9 +115,9 @@ def early_accuracy(history, warmup_epochs=1):
 
 def width_rows(sensitivity, runs):
     """Pseudo-runs (the factors, seed 0, lr_width, censored) of the sweep: one per variant
-    swept wide, a censored width (the sweep ended inside the band) at its lower bound; the
-    variants kept at their starting points are left out (their widths would be a haphazard
-    subset of the design)."""
+    swept wide, a censored width (the sweep ended inside the band, or at the last point before
+    a diverged run) at its lower bound; the variants kept at their starting points are left
+    out (their widths would be a haphazard subset of the design)."""
     factors = {r["name"]: {f: r[f] for f in SEED_LEVELS} for r in runs}
     return [{**factors[e["name"]], "name": e["name"], "seed": 0, "status": "ok",
              "lr_width": e["width"], "censored": bool(e["width_censored"])}
@@ -258,7 +259,12 @@ def verdict(entry, alpha):
         what = (f"{'a lower' if entry['bound'] == 'lower' else 'an upper'} bound: {n} censored "
                 + ("width counted at its lower bound" if n == 1
                    else "widths counted at their lower bounds"))
-        text = f"{text} ({what})" if text.startswith(safe) else f"inconclusive ({what})"
+        if text.startswith(safe):
+            text = f"{text} ({what})"
+        else:
+            detectable = factorial.detectable_effect(entry["se"], entry["df"], alpha)
+            text = (f"inconclusive (this design detects ±{s * detectable:.2f} {unit} with 80% "
+                    f"power; {what})")
     if np.isfinite(entry["heterogeneity_p"]) and entry["heterogeneity_p"] < alpha:
         ranked = sorted(entry["contexts"], key=lambda c: c["effect"])
         text += (f"; depends on the context (interaction p = {entry['heterogeneity_p']:.2g}): "
@@ -300,7 +306,8 @@ def unmeasured_width(sensitivity, sweep):
     return {"claim": claim.label, "measure": claim.measure, "metric": claim.metric,
             "scale": 1, "why": claim.why, "modelled": False, "exact": True, "contexts": [],
             "verdict": f"not measured: {censored} of {len(wide)} widths are lower bounds "
-                       f"(the sweep never left the band on one side), {why}"}
+                       f"(the sweep ended inside the band, or at the last point before a "
+                       f"diverged run), {why}"}
 
 
 def leaky_claim(runs):

@@ -7,8 +7,10 @@ gets the same rule -- a log2 grid of multipliers around the recipe's peak, on on
 extended by one doubling on each side while that side's end is still within TUNING_BAND of
 the best (up to x1/16 and x16), so the best point is inside and the range of good peaks is
 bounded on both sides (Wilson et al. 2017 extend while the best is at an edge; the band
-rule also measures "needs little tuning") -- and is then compared at its own best point,
-over more seeds. The rule is the same for every variant; the budget follows from it. Choices are
+rule also measures "needs little tuning") -- and is then compared at its own peak, over
+more seeds. The peak is not the sweep's argmax, which picks among near-ties by one seed's
+noise: PEAK_RULE reads the curve's shape near its top and never picks a point at the
+sweep's edge or next to a diverged run (benchmarks/peak_rule.py simulates the rules). The rule is the same for every variant; the budget follows from it. Choices are
 made on validation accuracy only; the test set is not looked at.
 
 Pure functions of the runner's records (name, seed, status, lr_multiplier, val_accuracy):
@@ -53,15 +55,80 @@ def sweep_curve(points):
     return curve
 
 
-def best_point(curve):
+def argmax_point(curve):
     """The multiplier with the best validation accuracy (ties: the one nearer the recipe's
     peak), or None when every point failed."""
     scored = [(value, -abs(math.log2(m)), m) for m, value in curve if value is not None]
     return max(scored)[2] if scored else None
 
 
+def eligible(curve):
+    """The indices of the points a peak may sit at: finished, inside the sweep (not at either
+    end) and with finished neighbours on both sides. A point next to a diverged run or at the
+    sweep's edge may be the start of a cliff the sweep did not see."""
+    return [i for i in range(1, len(curve) - 1)
+            if all(curve[j][1] is not None for j in (i - 1, i, i + 1))]
+
+
+def _nearest_eligible(curve, log2_target):
+    """The eligible point nearest log2_target (ties: the nearer the recipe's peak)."""
+    return min(eligible(curve), key=lambda i: (abs(math.log2(curve[i][0]) - log2_target),
+                                               abs(math.log2(curve[i][0]))))
+
+
+def _rule_argmax(curve):
+    return max(eligible(curve), key=lambda i: (curve[i][1], -abs(math.log2(curve[i][0]))))
+
+
+def _rule_smoothed(curve):
+    def smoothed(i):
+        return (curve[i - 1][1] + 2 * curve[i][1] + curve[i + 1][1]) / 4
+    return max(eligible(curve), key=lambda i: (smoothed(i), -abs(math.log2(curve[i][0]))))
+
+
+def _rule_window_middle(curve, band=TUNING_BAND):
+    logs = [(math.log2(m), v) for m, v in curve]
+    best = [m for m, _ in curve].index(argmax_point(curve))
+    (low, _), (high, _) = band_edges(logs, best, band)
+    return _nearest_eligible(curve, (low + high) / 2)
+
+
+def _rule_quadratic(curve, reach=2):
+    """The vertex of a parabola in log2(multiplier) fitted to the finished points within
+    `reach` doublings of the best one; the best point itself where the fit is not concave."""
+    best = math.log2(argmax_point(curve))
+    near = [(math.log2(m), v) for m, v in curve if v is not None and abs(math.log2(m) - best) <= reach]
+    target = best
+    if len(near) >= 3:
+        a, b, _ = np.polyfit(*np.array(near).T, 2)
+        if a < 0:
+            x = [x for x, _ in near]
+            target = float(np.clip(-b / (2 * a), min(x), max(x)))
+    return _nearest_eligible(curve, target)
+
+
+# How a sweep's curve becomes one peak. Each rule picks among the eligible points only; a
+# sweep with none (too short, or failures on every side) falls back to its best point.
+# benchmarks/peak_rule.py simulates each on the committed sweeps (docs/training.md).
+PEAK_RULES = {"argmax": _rule_argmax, "smoothed": _rule_smoothed,
+              "window-middle": _rule_window_middle, "quadratic": _rule_quadratic}
+PEAK_RULE = "quadratic"  # the simulation's best hit rate (docs/training.md)
+
+
+def best_point(curve, rule=PEAK_RULE):
+    """The chosen multiplier of a sweep curve [(multiplier, validation accuracy or None)],
+    sorted by multiplier, under a peak rule (PEAK_RULES): by default the eligible point
+    nearest the vertex of a parabola fitted within two doublings of the best point. None
+    when every point failed."""
+    if argmax_point(curve) is None:
+        return None
+    if not eligible(curve):
+        return argmax_point(curve)
+    return curve[PEAK_RULES[rule](curve)][0]
+
+
 def chosen_multipliers(runs):
-    """{variant name: its multiplier with the best validation accuracy on the sweep}."""
+    """{variant name: its peak on the sweep, by the peak rule}."""
     chosen = {}
     for name, points in by_variant(runs).items():
         best = best_point(sweep_curve(points))
@@ -75,10 +142,18 @@ def winners_curse(runs):
     seeds' mean accuracy (on validation the best of several noisy points) against the other
     seeds run there, on validation and on test. {"variants", "sweep_seeds", "other_seeds",
     metric: {"sweep", "others" (means over variants), "ahead" (variants whose sweep seeds
-    lead)}}; None until some variant has other seeds at its chosen point."""
+    lead)}, "split"}; None until some variant has other seeds at its chosen point.
+    split separates the gap's two causes: the sweep seeds' validation-minus-test gap at their
+    unchosen points (no selection there, only their split) against the other seeds' at the
+    chosen points ({"sweep_unchosen", "others", "variants"}, or None without unchosen points).
+    Their difference is what the split explains; the rest of the validation gap, selection."""
     chosen = chosen_multipliers(runs)
     metrics = ("val_accuracy", "test_accuracy")
     pairs, sweep_used, others_used = {m: [] for m in metrics}, set(), set()
+    split = []  # (validation minus test) at the sweep seeds' unchosen points, at the others'
+
+    def val_minus_test(group):
+        return float(np.mean([r["val_accuracy"] - r["test_accuracy"] for r in group]))
     for name, points in by_variant(runs).items():
         if name not in chosen:
             continue
@@ -93,10 +168,18 @@ def winners_curse(runs):
         for metric in metrics:
             pairs[metric].append((np.mean([r[metric] for r in first]),
                                   np.mean([r[metric] for r in others])))
+        unchosen = [r for m, group in points.items() if m != chosen[name] for r in group
+                    if r["seed"] in swept and r["status"] == "ok"]
+        if unchosen:
+            split.append((val_minus_test(unchosen), val_minus_test(others)))
     if not pairs["val_accuracy"]:
         return None
     result = {"variants": len(pairs["val_accuracy"]), "sweep_seeds": sorted(sweep_used),
-              "other_seeds": sorted(others_used)}
+              "other_seeds": sorted(others_used), "split": None}
+    if split:  # the sweep seeds' own split: how far their validation runs above test anyway
+        unchosen, others = np.array(split).T
+        result["split"] = {"sweep_unchosen": float(unchosen.mean()), "others": float(others.mean()),
+                           "variants": len(split)}
     for metric, values in pairs.items():
         first, others = np.array(values).T
         result[metric] = {"sweep": float(first.mean()), "others": float(others.mean()),
@@ -139,7 +222,7 @@ def sweep_plan(variants, seed, scales, runs, band=TUNING_BAND, cap=MAX_MULTIPLIE
         grows = wide is None or variant.name in wide
         while grows and len(points) >= 2 and all(p in done for p in points):
             value = {p: done[p]["val_accuracy"] if done[p]["status"] == "ok" else None for p in points}
-            if best_point(list(value.items())) is None:
+            if argmax_point(list(value.items())) is None:
                 break
             best = max(v for v in value.values() if v is not None)
             low = points[0] * points[0] / points[1]
@@ -157,7 +240,8 @@ def sweep_plan(variants, seed, scales, runs, band=TUNING_BAND, cap=MAX_MULTIPLIE
 def band_edges(curve, best_index, band):
     """Where the curve (log2 multiplier, accuracy or None) leaves [best - band, best] on each
     side of its best point, linearly interpolated between sweep points; an edge is censored
-    (True) where the curve is still inside the band at the sweep's end."""
+    (True) where the curve is still inside the band at the sweep's end or at the last point
+    before a failed (diverged) run: the band goes on for an unknown part of that step."""
     threshold = curve[best_index][1] - band
     edges = []
     for step in (-1, 1):
@@ -168,8 +252,8 @@ def band_edges(curve, best_index, band):
             edges.append((curve[i][0], True))
             continue
         (x_in, y_in), (x_out, y_out) = curve[i], curve[i + step]
-        if y_out is None:  # a failed run: the band ends at the last good point
-            edges.append((x_in, False))
+        if y_out is None:  # a failed run: the band reaches at least the last good point,
+            edges.append((x_in, True))  # and may go on up to the failure: a lower bound
         else:
             edges.append((x_in + (y_in - threshold) / (y_in - y_out) * (x_out - x_in), False))
     return edges
@@ -196,7 +280,8 @@ def sensitivity(runs, band=TUNING_BAND, wide=None):
             if values.get(1.0) is not None:
                 entry["loss_at_default"] = values[chosen] - values[1.0]
             logs = [(math.log2(m), v) for m, v in curve]
-            (low, low_open), (high, high_open) = band_edges(logs, [m for m, _ in curve].index(chosen), band)
+            top = [m for m, _ in curve].index(argmax_point(curve))  # the band is below the best
+            (low, low_open), (high, high_open) = band_edges(logs, top, band)
             entry["width"], entry["width_censored"] = high - low, low_open or high_open
         result.append(entry)
     return result

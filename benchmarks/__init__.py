@@ -1,0 +1,1 @@
+"""Benchmarks of the lab: speed, accuracy and protocol checks (run each with python -m benchmarks.NAME)."""
