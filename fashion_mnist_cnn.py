@@ -47,11 +47,11 @@ from fmlab.store import run_store  # noqa: E402
 from fmlab.run import tensorboard_hparams  # noqa: E402
 from fmlab.run.data import prepare_data, prepare_test_images  # noqa: E402
 from fmlab.core.errors import LabError, Parser, UsageError, positive_int  # noqa: E402
-from fmlab.core.levels import FACTORS, LEVELS  # noqa: E402
+from fmlab.core.levels import FACTORS, LEVELS, MODEL_PARTS, register_setting_factor  # noqa: E402
 from fmlab.run.models import build_model, trainable_params, variant_grid  # noqa: E402
 from fmlab.report.report import write_report  # noqa: E402
 from fmlab.run.training import (QUICK, Recipe, complete_saved_run, distribution_strategy,  # noqa: E402
-                      flag_of, gpus, grid_precision, resolve_precision,
+                      flag_of, gpus, grid_precision, recipe_for, resolve_precision,
                       setting_names, train_and_evaluate)
 
 QUICK_OUTPUT_DIR = Path("results-quick")  # --quick runs never mix with real ones
@@ -87,6 +87,13 @@ def build_parser():
     for factor, levels in FACTORS.items():  # the seed's levels by default, any registered one
         grid.add_argument(f"--{factor}", nargs="+", choices=list(LEVELS[factor]),
                           default=list(levels), help=f"{factor} levels to include in the grid")
+    grid.add_argument("--factor", action="append", default=[], metavar="NAME=LEVEL,LEVEL",
+                      help="one more factor of the design, repeatable: any recipe setting by "
+                           "its name (--factor epochs=8,32, --factor batch_size=64,128, "
+                           "--factor label_smoothing=0,0.1) or a model part ("
+                           + "; ".join(f"{f}: {', '.join(levels)}" for f, levels in MODEL_PARTS.items())
+                           + "); the grid is the product of every factor's levels, and a level "
+                           "away from the default adds a suffix to the variant's name")
     grid.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                       help="repeat every variant once per seed; each seed fixes its run's data "
                            "split, initialisation and shuffling (default: 0)")
@@ -193,7 +200,8 @@ def parse_args(argv=None):
                 "give it no --shard (on a cluster, run each stage with --lr-scales)")
     args.lr_scales = scales
     try:
-        Recipe.from_args(args)  # every setting checked once, here, before anything starts
+        recipe = Recipe.from_args(args)  # every setting checked once, here, before anything starts
+        args.factors = parse_factors(args.factor, argv if argv is not None else sys.argv[1:], recipe)
     except ValueError as e:
         p.error(str(e))
     if args.report_only is not None and not args.report:
@@ -201,6 +209,70 @@ def parse_args(argv=None):
     if args.output_dir.exists() and not args.output_dir.is_dir():
         p.error(f"--output-dir {args.output_dir} is a file, not a folder")
     return args
+
+
+BOOLEAN_WORDS = {"true": True, "on": True, "yes": True, "1": True,
+                 "false": False, "off": False, "no": False, "0": False}
+
+
+def parse_factors(specs, argv, recipe):
+    """{factor: [level names]} of the --factor NAME=LEVEL,LEVEL options: a model part
+    (levels.MODEL_PARTS) or a Recipe setting (by its name or its flag's), whose levels are
+    registered here. ValueError (one line) for an unknown factor or level, a factor given
+    twice or one that a flag of the same command line already sets."""
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    by_flag = {flag_of(f).lstrip("-").replace("-", "_"): f.name for f in fields.values()
+               if flag_of(f) and flag_of(f).startswith("--")}
+    factors = {}
+    for spec in specs:
+        name, _, text = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        if not name or not words:
+            raise ValueError(f"--factor {spec!r}: write NAME=LEVEL,LEVEL (e.g. epochs=8,32)")
+        if name in FACTORS:
+            raise ValueError(f"--factor {name}: the design's own choices have their flag "
+                             f"(--{name} {' '.join(LEVELS[name])})")
+        name = by_flag.get(name, name)
+        if name in factors:
+            raise ValueError(f"--factor {name} is given twice")
+        if len(set(words)) != len(words):
+            raise ValueError(f"--factor {name} repeats a level: {text}")
+        if name in MODEL_PARTS:
+            unknown = [w for w in words if w not in MODEL_PARTS[name]]
+            if unknown:
+                raise ValueError(f"--factor {name}: unknown level {unknown[0]!r} "
+                                 f"(known: {', '.join(MODEL_PARTS[name])})")
+            factors[name] = words
+            continue
+        if name not in fields or fields[name].metadata["cli"].get("flag", "") is None:
+            raise ValueError(f"--factor {name}: no such recipe setting or model part (settings: "
+                             f"{', '.join(n for n in fields if n != 'replica_scaling')}; model "
+                             f"parts: {', '.join(MODEL_PARTS)})")
+        flag = flag_of(fields[name])
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            raise ValueError(f"--factor {name} and {flag} both set {name}: give one")
+        values = [parse_level(fields[name], w, name) for w in words]
+        for value in values:  # each level must be a recipe that can train
+            dataclasses.replace(recipe, **{name: value})
+        factors[name] = register_setting_factor(name, values, fields[name].default)
+    return factors
+
+
+def parse_level(field, word, name):
+    """One level of a Recipe-setting factor, read as its flag reads values."""
+    cli = field.metadata["cli"]
+    if "action" in cli:  # a switch
+        if word.lower() not in BOOLEAN_WORDS:
+            raise ValueError(f"--factor {name}: {word!r} is not true or false")
+        return BOOLEAN_WORDS[word.lower()]
+    choices = [c for c in cli.get("choices", []) if c != "auto"]  # a level is what runs record
+    if choices and word not in choices:
+        raise ValueError(f"--factor {name}: {word!r} is not one of {', '.join(choices)}")
+    try:
+        return cli.get("type", str)(word)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise ValueError(f"--factor {name}: {word!r} is not a valid value") from None
 
 
 def planned_runs(variants, seeds, shard=None, lr_multipliers=(1.0,)):
@@ -269,9 +341,9 @@ def run_grid(planned, recipe, context, after_each_run=None):
     """Train every planned (variant, seed, lr multiplier) run not yet finished; returns the
     failed ones.
     after_each_run(finished, planned): called while runs remain, e.g. to redraw the report."""
-    settings = dataclasses.asdict(recipe)
-    todo, skipped = run_store.runs_to_do(planned, context.output_dir, settings, context.fresh,
-                                         setting_names())
+    todo, skipped = run_store.runs_to_do(
+        planned, context.output_dir, lambda variant: dataclasses.asdict(recipe_for(recipe, variant)),
+        context.fresh, setting_names())
     for variant, seed, multiplier, status in skipped:
         print(f"skip {label(variant, multiplier)} seed {seed}: finished ({status}), --fresh "
               "retrains it")
@@ -282,11 +354,13 @@ def run_grid(planned, recipe, context, after_each_run=None):
         run_store.remove_leftover_temp_files([context.output_dir])
     failed, started, data = [], time.time(), {}
     for i, (variant, seed, multiplier, run_dir) in enumerate(todo, start=1):
-        if seed not in data:  # each seed has its own train/validation split
-            data = {seed: prepare_data(context.data_dir, recipe.subset, recipe.val_fraction, seed,
-                                       recipe.test_images)}
-            print(f"data (seed {seed}): {len(data[seed]['train'][0])} train, "
-                  f"{len(data[seed]['val'][0])} validation, {len(data[seed]['test'][0])} test "
+        own = recipe_for(recipe, variant)
+        key = (seed, own.subset, own.val_fraction, own.test_images)
+        if key not in data:  # each seed has its own train/validation split
+            data = {key: prepare_data(context.data_dir, own.subset, own.val_fraction, seed,
+                                      own.test_images)}
+            print(f"data (seed {seed}): {len(data[key]['train'][0])} train, "
+                  f"{len(data[key]['val'][0])} validation, {len(data[key]['test'][0])} test "
                   f"images", flush=True)
         elapsed = time.time() - started
         eta = (f", ~{run_store.format_seconds(elapsed / (i - 1) * (len(todo) - i + 1))} left"
@@ -294,7 +368,7 @@ def run_grid(planned, recipe, context, after_each_run=None):
         name = label(variant, multiplier)
         print(f"\n[{i}/{len(todo)}] {name} seed {seed} "
               f"(elapsed {run_store.format_seconds(elapsed)}{eta})", flush=True)
-        record = train_and_evaluate(variant, seed, data[seed], recipe, context.strategy, run_dir,
+        record = train_and_evaluate(variant, seed, data[key], own, context.strategy, run_dir,
                                     multiplier, context.precision_reason)
         if record["status"] != "ok":
             print(f"FAILED {name} seed {seed}: {record['reason']}", flush=True)
@@ -373,10 +447,10 @@ def run(args):
         except RuntimeError:
             raise UsageError("--logical-cpus works only before TensorFlow has started "
                              "(use it from the command line)") from None
-    variants = variant_grid(args.activation, args.downsampling, args.optimizer)
+    variants = variant_grid(args.activation, args.downsampling, args.optimizer, args.factors)
     if args.list_variants:
         for v in variants:
-            print(f"{v.name:32} {trainable_params(build_model(v)):>9,} trainable parameters")
+            print(f"{v.name:40} {trainable_params(build_model(v)):>9,} trainable parameters")
         return 0
     try:
         args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -408,7 +482,7 @@ def run(args):
 
     report = Reporter(context)
     if args.report_only is not None:
-        failed, runs = [], run_store.merged_runs(args.report_only or [args.output_dir])
+        failed, runs = [], run_store.merged_runs(args.report_only or [args.output_dir], list(args.factors))
         run_store.carry_wide_sweep(args.report_only, args.output_dir)
     else:
         # a shard draws nothing: other shards' runs are elsewhere, the merge step draws

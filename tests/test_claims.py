@@ -412,18 +412,18 @@ def test_claims_section_names_its_seeds_and_family_as_counted(tmp_path):
     with three seeds it counts the family it adjusted for."""
     from fmlab.report import report_study
     runs = factorial_runs("test_accuracy", lambda v: 0.0, seeds=[0])
-    title, intro, header, body = report_study.claims_section(runs, None, None, tmp_path)[0]
+    title, intro, header, body = report_study.claims_section(runs, None, None, tmp_path)[0][0]
     assert "on 8 runs: each variant" in intro and ", seed 0." in intro and "seeds 0" not in intro
     assert "0 tested claims" not in intro
     assert "Bonferroni" in header and "Bonferroni (x0)" not in header
     assert "leaves no residual" in intro
-    (_, intro, header, _), figures = report_study.claims_section(
+    [(_, intro, header, _)], figures = report_study.claims_section(
         factorial_runs("test_accuracy", lambda v: 0.0), None, None, tmp_path)
     family = int(header[4].removeprefix("Bonferroni (x").removesuffix(")"))
     assert family > 0 and f"all {family} tested claims" in intro and "on 24 runs: each variant" in intro
     assert ", seeds 0, 1, 2." in intro and "failed" not in intro
     runs = factorial_runs("test_accuracy", lambda v: 0.0)
     runs[0] = {**runs[0], "status": "failed"}
-    intro = report_study.claims_section(runs, None, None, tmp_path)[0][1]
+    intro = report_study.claims_section(runs, None, None, tmp_path)[0][0][1]
     assert "on 23 runs" in intro and f"missing from the model: {runs[0]['name']} seed {runs[0]['seed']}." in intro
     assert figures and figures[0][0].exists()

@@ -9,6 +9,10 @@ registry; an unknown level is refused, never replaced by another.
     python fashion_mnist_cnn.py --activation relu gelu --downsampling maxpool avgpool
 
 To add a level: one entry here (and, for an optimizer, its peak learning rate in the Recipe).
+Beyond the three design choices, any Recipe setting becomes a factor on the command line
+(`--factor epochs=8,32`: register_setting_factor), and a model part is one MODEL_PARTS entry
+(`--factor batchnorm=bn,nobn`); a variant's name gains a suffix for each such level away
+from its default, so folders written before a factor existed are its default level.
 No Keras at import time: the report reads names and styles without loading TensorFlow.
 """
 
@@ -81,7 +85,75 @@ LEVELS = {  # factor -> {level: Level}, the reference level (the first) compared
 # The default grid: two levels of each choice (8 variants); the others are opt-in.
 FACTORS = {"activation": ("relu", "leakyrelu"), "downsampling": ("maxpool", "strided"),
            "optimizer": ("adam", "sgd")}
+DESIGN = tuple(FACTORS)  # the three choices every variant names; any other factor is extra
+
+# Model parts as factors: a level's `build` is the value build_model receives for the part
+# (its keyword of the same name as the factor); the first level is the default, the model as
+# the lab builds it. To ask about another part: one entry here and the keyword in build_model.
+MODEL_PARTS = {
+    "batchnorm": {
+        "bn": Level("bn", "BN", True, None, "batch norm after every convolution"),
+        "nobn": Level("nobn", "NoBN", False, None, "no batch norm"),
+    },
+    "dropout": {
+        "drop": Level("drop", "Dropout", (0.25, 0.5), None, "dropout 0.25 (conv) and 0.5 (dense)"),
+        "nodrop": Level("nodrop", "NoDropout", (0.0, 0.0), None, "no dropout"),
+    },
+    "width": {
+        "width1": Level("width1", "Width1", 1, None, "32 and 64 filters"),
+        "width0.5": Level("width0.5", "Width0.5", 0.5, None, "16 and 32 filters"),
+    },
+}
+LEVELS.update(MODEL_PARTS)
+DEFAULT_LEVEL = {factor: next(iter(levels)) for factor, levels in MODEL_PARTS.items()}
+
+
+def setting_level(field, value):
+    """The level of a Recipe-setting factor (`--factor epochs=8,32`): named `epochs=8`,
+    displayed `epochs8` (the suffix of the variants' names; label_smoothing=0.1:
+    `label-smoothing0.1`)."""
+    text = format_value(value)  # no underscore in the display: names split on them
+    return Level(f"{field}={text}", f"{field.replace('_', '-')}{text}", value, None,
+                 f"{field} {text}")
+
+
+def format_value(value):
+    return f"{value:g}" if isinstance(value, float) else str(value).lower()
+
+
+def register_setting_factor(field, values, default):
+    """Make a Recipe setting a factor with the given values (default: the Recipe's value,
+    which names no suffix): its levels enter LEVELS and DISPLAY like any other. Returns the
+    level names in the order given."""
+    levels = {}
+    for value in values:
+        level_ = setting_level(field, value)
+        levels[level_.name] = level_
+    LEVELS[field] = levels
+    DEFAULT_LEVEL[field] = setting_level(field, default).name
+    DISPLAY.update({name: level_.display for name, level_ in levels.items()})
+    check_unique_level_names()
+    return list(levels)
+
+
+def check_unique_level_names():
+    """Every level name names one level of one factor: records and folders key on them."""
+    seen = {}
+    for factor, levels in LEVELS.items():
+        for name in levels:
+            if name in seen and seen[name] != factor:
+                raise ValueError(f"level {name!r} is registered for both {seen[name]} and {factor}")
+            seen[name] = factor
+
+
+check_unique_level_names()
 DISPLAY = {name: level.display for levels in LEVELS.values() for name, level in levels.items()}
+
+
+def suffix(extra):
+    """The part of a variant's name that its extra factors add: each level that is not its
+    factor's default, e.g. ('epochs', 'epochs=8') -> '_epochs8'."""
+    return "".join(f"_{DISPLAY[name]}" for factor, name in extra if name != DEFAULT_LEVEL[factor])
 
 
 def level(factor, name):
@@ -97,9 +169,10 @@ def display_name(name):
     return DISPLAY[name]
 
 
-def variant_name(names):
-    """The run folders' name of a variant from its level names: CNN_ReLU_MaxPool_Adam."""
-    return "CNN_" + "_".join(DISPLAY[name] for name in names)
+def variant_name(names, extra=()):
+    """The run folders' name of a variant from its level names: CNN_ReLU_MaxPool_Adam, with a
+    suffix for each extra factor away from its default (CNN_ReLU_MaxPool_Adam_epochs8)."""
+    return "CNN_" + "_".join(DISPLAY[name] for name in names) + suffix(extra)
 
 
 def level_order(factor, name):

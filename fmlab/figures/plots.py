@@ -40,10 +40,26 @@ def variant_label(run):
 
 def style_of(run):
     """Line style of a variant in every multi-variant figure: colour = optimizer, line =
-    downsampling, marker = activation."""
-    return dict(color=OPTIMIZER_COLOR[run["optimizer"]],
-                linestyle=DOWNSAMPLING_LINESTYLE[run["downsampling"]],
-                marker=ACTIVATION_MARKER[run["activation"]])
+    downsampling, marker = activation; a variant at a level away from the default of a factor
+    beyond those three (its name has a suffix) has hollow markers."""
+    style = dict(color=OPTIMIZER_COLOR[run["optimizer"]],
+                 linestyle=DOWNSAMPLING_LINESTYLE[run["downsampling"]],
+                 marker=ACTIVATION_MARKER[run["activation"]])
+    if has_suffix(run):
+        style.update(markerfacecolor="white")
+    return style
+
+
+def has_suffix(run):
+    """Whether the variant's name carries an extra factor's level (CNN_A_D_O_suffix)."""
+    return run.get("name", "").removeprefix("CNN_").count("_") > 2
+
+
+def channels_title(runs):
+    title = "colour = optimizer, line = downsampling, marker = activation"
+    if any(has_suffix(r) for r in runs):
+        title += "; hollow = the level named after them"
+    return title
 
 
 def image_grid(n, cols, cell, pad):
@@ -107,7 +123,7 @@ def plot_training_curves(runs, path, subtitle=None):
     handles.append(Line2D([], [], linestyle="", marker="*", markersize=13, color="gold",
                           markeredgecolor="black", label="best validation epoch" + ("" if subtitle else " (checkpoint kept)")))
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9,
-               title="colour = optimizer, line = downsampling, marker = activation")
+               title=channels_title(runs))
     fig.suptitle("Training curves of every variant" + (f"\n{subtitle}" if subtitle else ""),
                  fontsize=14)
     return save_figure(fig, path)
@@ -247,7 +263,9 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     rows = [(fa.comparison_label(e, display), e) for e in effects]
     rows += [(fa.comparison_label(e, display).replace(" x ", " x\n") + " (interaction)", e)
              for e in interaction_effects]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.5, 0.55 * len(points) + 2)),
+    longest = max((len(label) for label, _, _ in points), default=0)  # a fourth factor's names
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14 + 0.1 * max(0, longest - 28),
+                                                     max(4.5, 0.55 * len(points) + 2)),
                                       layout="constrained", width_ratios=[1, 1.15])
     for y, (label, e) in enumerate(rows[::-1]):
         color = "#d62728" if e["significant"] else "#555555"

@@ -22,10 +22,10 @@ from fmlab.stats import factor_analysis as fa
 from fmlab.stats import lr_tuning
 from fmlab.core.dataset_facts import CLASS_NAMES
 from fmlab.measures.model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
-from fmlab.core.levels import DISPLAY, FACTORS
+from fmlab.core.levels import DISPLAY, FACTORS, LEVELS
 from fmlab.report.report_statistics import BEYOND_INTRO, beyond_accuracy, statistics_sections
 from fmlab.report.report_study import counted, study_sections
-from fmlab.store.run_store import (atomic_write, format_seconds, load_figure_data, lr_multiplier_of,
+from fmlab.store.run_store import (atomic_write, extra_factors, format_seconds, load_figure_data, lr_multiplier_of,
                        run_label, settings_of)
 from fmlab.figures.plots import (plot_activation_maps, plot_confusion_matrix, plot_factor_effects,
                                  plot_filters, plot_gradcam, plot_misclassified,
@@ -221,7 +221,9 @@ def write_report(output_dir, runs, x_test, progress=None):
     With a learning-rate sweep, variants are compared at their chosen multiplier (on
     validation); the sweep's other runs appear in the tuning section and the runs table.
     """
-    output_dir, class_names, factors, display = Path(output_dir), CLASS_NAMES, FACTORS, DISPLAY
+    output_dir, class_names, display = Path(output_dir), CLASS_NAMES, DISPLAY
+    # the design's three choices and any factor beyond them that the runs' records name
+    factors = {**FACTORS, **{f: tuple(LEVELS[f]) for f in extra_factors(runs)}}
     # runs recorded before the convergence measures existed: the same, from their history
     every_run = [{**fa.convergence_measures(r.get("history") or []), **r,
                   "val_accuracy_early": claims.early_accuracy(
@@ -306,8 +308,8 @@ def write_report(output_dir, runs, x_test, progress=None):
             "interval from the factorial model (red where the interval excludes zero). Right: each variant's "
             "test accuracy per seed (points) with its mean and interval."))
     effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
-    (claims_table, claims_figures), study_parts = study_sections(every_run, runs, factors,
-                                                                 output_dir, display)
+    (claims_tables, claims_figures), study_parts = study_sections(every_run, runs, factors,
+                                                                  output_dir, display)
 
     warnings = [w for w in (progress_warning(progress), smoke_check_warning(best.get("settings", {})))
                 if w]
@@ -316,8 +318,9 @@ def write_report(output_dir, runs, x_test, progress=None):
             f"Best on validation: **{best['name']}** ({best_run}), test accuracy "
             f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(every_run)]),
         # the answers first (claims, accuracy, effects), then what they rest on, then reference
-        *([dataclasses.replace(table_section(claims_table), figures=claims_figures)]
-          if claims_table else []),
+        *[table_section(t) for t in claims_tables[:-1]],
+        *([dataclasses.replace(table_section(claims_tables[-1]), figures=claims_figures)]
+          if claims_tables else []),
         *[table_section(t) for t in tables[:-1]],  # variants over seeds, factor effects
         *([Section("What the data support", bullets=effect_lines)] if effect_lines else []),
         *[dataclasses.replace(table_section(t), figures=f) for t, f in study_parts],

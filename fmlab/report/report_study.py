@@ -13,6 +13,8 @@ from fmlab.stats import factor_analysis as fa
 from fmlab.stats import lr_tuning
 from fmlab.store import run_store
 from fmlab.measures.model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
+from fmlab.core.levels import DEFAULT_LEVEL, LEVELS
+from fmlab.figures.claims_by_level import plot_claims_by_level
 from fmlab.figures.plots import plot_claims, plot_dying_units, plot_lr_sensitivity, variant_label
 
 
@@ -22,11 +24,90 @@ def interval(low, high, scale=100):
 
 
 def claims_section(tuned, factors, sensitivity, output_dir):
-    """(table, [claims.png]) of the claims, or (None, []) when no claim can be tested."""
-    rows = claims.claims_table(tuned, sensitivity)
+    """([tables], [figures]) of the claims; ([], []) when no claim can be tested. With a
+    factor beyond the design's three at two levels or more (the training budget, say), the
+    claims at each of its levels, then how each depends on it."""
+    ok = [r for r in tuned if r["status"] == "ok"]
+    extra = [f for f in factors or () if f not in claims.SEED_LEVELS
+             and len({r.get(f) for r in ok} - {None}) > 1]
+    if not extra:
+        table, tested, rows = claims_table_section(tuned, sensitivity)
+        if table is None:
+            return [], []
+        return [table], [claims_figure(rows, output_dir)] if tested else []
+    factor, held = extra[0], {}  # the claims by the first such factor, the others held
+    for other in extra[1:]:      # at their default level (or their first)
+        present = [lv for lv in LEVELS[other] if any(r.get(other) == lv for r in ok)]
+        held[other] = DEFAULT_LEVEL[other] if DEFAULT_LEVEL[other] in present else present[0]
+    tuned = [r for r in tuned if all(r.get(f) == lv for f, lv in held.items())]
+    result = claims.claims_by_level(tuned, factor, sensitivity)
+    tables = []
+    for level, rows in result["levels"].items():
+        at = [r for r in tuned if r.get(factor) == level]
+        where = " at " + ", ".join(LEVELS[f][lv].described for f, lv in {factor: level, **held}.items())
+        table, _, _ = claims_table_section(at, sensitivity, rows, where)
+        if table:
+            tables.append(table)
+    if not tables:
+        return [], []
+    figures = []
+    if result["interactions"]:
+        tables.append(dependence_table(result, factor))
+        figures.append((
+            plot_claims_by_level(result["levels"], {lv: LEVELS[factor][lv].described for lv in result["levels"]},
+                                 output_dir / f"claims_by_{factor}.png", factor),
+            f"Each tested claim's average effect at every level of {factor} (the factorial "
+            "model fitted at that level alone): thick, its Bonferroni interval over the claims "
+            "at that level; thin, its 95% interval; grey, +- the smallest effect of interest."))
+    return tables, figures
+
+
+def dependence_table(result, factor):
+    """The claim x factor interactions: does each verdict depend on the factor?"""
+    levels = list(result["levels"])
+    body = []
+    for e in result["interactions"]:
+        s = e["scale"]
+        at = {lv: next((r for r in result["levels"][lv] if r["claim"] == e["claim"]), None)
+              for lv in (e["reference"], e["level"])}
+        effects = [f"{s * r['effect']:+.2f}" if r and "effect" in r else "–" for r in at.values()]
+        depends = (f"yes (Holm p = {e['p_holm']:.2g})" if e["depends"]
+                   else f"not shown (Holm p = {e['p_holm']:.2g})")
+        body.append([e["claim"], *effects, f"{s * e['effect']:+.2f}",
+                     interval(e["low"], e["high"], s),
+                     interval(e["family_low"], e["family_high"], s), depends])
+    reference = LEVELS[factor][levels[0]].described
+    intro = (f"How each claim's effect changes with {factor}: the claim x {factor} interaction "
+             f"of one factorial model over every level (the design's three choices, {factor} "
+             f"and seeds as blocks, OLS): the claim's signed effect at a level minus at "
+             f"{reference}. *Depends on {factor}*: the Bonferroni interval over the "
+             f"{len(result['interactions'])} tests excludes zero. 'Not shown' is not 'the "
+             f"same': the interval says how large a dependence the data leave open. 5b (one "
+             f"seed per variant) has no test.")
+    head = ["claim", *[f"effect at {LEVELS[factor][lv].described}" for lv in (levels[0], levels[-1])],
+            "difference", "95% interval", f"Bonferroni (x{len(result['interactions'])})",
+            f"depends on {factor}"] if len(levels) == 2 else [
+        "claim", "effect at reference", "effect at level", "difference", "95% interval",
+        f"Bonferroni (x{len(result['interactions'])})", f"depends on {factor}"]
+    return (f"Does the verdict depend on {factor}?", intro, head, body)
+
+
+def claims_figure(rows, output_dir):
+    return (plot_claims(rows, output_dir / "claims.png"),
+            "Each tested claim's effect in every context (the combination of the other two "
+            "choices; thin lines: 95% intervals from the model; 5b, one seed per variant: the "
+            "observed difference, no interval) and averaged over them "
+            "(black, with the Bonferroni interval as a thick bar); the grey band is +- the "
+            "smallest effect of interest, the dashed line zero. Right of zero is what the "
+            "claim says.")
+
+
+def claims_table_section(tuned, sensitivity, rows=None, where_suffix=""):
+    """(table or None, any tested, rows) of the claims on the tuned runs of one level."""
+    rows = claims.claims_table(tuned, sensitivity) if rows is None else rows
     tested = [r for r in rows if r.get("modelled")]
     if not [r for r in rows if not r.get("exact")]:
-        return None, []
+        return None, False, rows
     family = len(tested)
     body = []
     for r in rows:
@@ -64,20 +145,11 @@ def claims_section(tuned, factors, sensitivity, output_dir):
                  f"{r['claim'].split('.')[0]}: {r['why']}." for i, r in enumerate(rows)
                  if r["why"] not in [q["why"] for q in rows[:i]]) + strided_units_note(used)
              + seed_plan_note(claims.seed_plan(rows, family)))
-    table = ("The classic claims, tested", intro,
+    table = (f"The classic claims, tested{where_suffix}", intro,
              ["claim", "measure", "effect", "95% interval",
               f"Bonferroni (x{family})" if family else "Bonferroni",
               "smallest effect of interest", "verdict"], body)
-    if not tested:
-        return table, []
-    figure = (plot_claims(rows, output_dir / "claims.png"),
-              "Each tested claim's effect in every context (the combination of the other two "
-              "choices; thin lines: 95% intervals from the model; 5b, one seed per variant: the "
-              "observed difference, no interval) and averaged over them "
-              "(black, with the Bonferroni interval as a thick bar); the grey band is +- the "
-              "smallest effect of interest, the dashed line zero. Right of zero is what the "
-              "claim says.")
-    return table, [figure]
+    return table, bool(tested), rows
 
 
 def strided_units_note(runs):

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from fmlab.core.levels import DISPLAY, FACTORS, LEVELS, level, variant_name  # noqa: F401  (FACTORS: the default grid)
+from fmlab.core.levels import (DESIGN, DISPLAY, FACTORS, LEVELS, MODEL_PARTS,  # noqa: F401  (FACTORS: the default grid)
+                                level, variant_name)
 
 MAX_TRAINABLE_PARAMS = 1_000_000
 
@@ -21,21 +22,56 @@ class Variant:
     activation: str    # a level of levels.LEVELS["activation"]: relu | leakyrelu | gelu
     downsampling: str  # maxpool | strided | avgpool
     optimizer: str     # adam | sgd
+    # ((factor, level), ...) of every other factor in the grid: a model part (MODEL_PARTS) or
+    # a Recipe setting (register_setting_factor); a level away from its default names a suffix
+    extra: tuple = ()
 
     def __post_init__(self):
-        for factor, name in dataclasses.asdict(self).items():
-            level(factor, name)  # an unknown level is refused, never built as another
+        for factor in DESIGN:
+            level(factor, getattr(self, factor))  # an unknown level is refused, never built as another
+        for factor, name in self.extra:
+            level(factor, name)
 
     @property
     def name(self):
-        return variant_name(dataclasses.astuple(self))
+        return variant_name(self.design_levels, self.extra)
+
+    @property
+    def design_levels(self):
+        return tuple(getattr(self, factor) for factor in DESIGN)
+
+    @property
+    def levels(self):
+        """{factor: level} of every factor, the design's three and the extra ones."""
+        return {**dict(zip(DESIGN, self.design_levels)), **dict(self.extra)}
+
+    def settings(self):
+        """{Recipe field: value} its setting factors ask for (applied over the grid's recipe)."""
+        return {factor: LEVELS[factor][name].build for factor, name in self.extra
+                if factor not in MODEL_PARTS}
+
+    def parts(self):
+        """{model part: what build_model builds it with}, for its model-part factors."""
+        return {factor: LEVELS[factor][name].build for factor, name in self.extra
+                if factor in MODEL_PARTS}
 
 
-def variant_grid(activations, downsamplings, optimizers):
-    return [Variant(*levels) for levels in itertools.product(activations, downsamplings, optimizers)]
+def variant_grid(activations, downsamplings, optimizers, extra=None):
+    """Every combination of the levels; extra: {factor: [level names]} of the other factors."""
+    extra = extra or {}
+    combos = itertools.product(activations, downsamplings, optimizers,
+                               *extra.values())
+    return [Variant(a, d, o, tuple(zip(extra, rest))) for a, d, o, *rest in combos]
 
 
 def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
+    """The CNN of one variant (see _build); its model-part factors (MODEL_PARTS) set the
+    parts' keywords."""
+    return _build(variant, bn_momentum, synchronized, bn_scale, **variant.parts())
+
+
+def _build(variant, bn_momentum, synchronized, bn_scale, batchnorm=True, dropout=(0.25, 0.5),
+           width=1):
     """The CNN of one variant, with named layers so figures can find them.
 
     Two conv blocks (32, 32 then 64, 64 filters, 3x3, 'same', each conv followed by batch
@@ -44,10 +80,14 @@ def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
     takes 7x7 to 4x4 so that the flattened vector is 4*4*64 = 1024 and the 512-unit dense
     layer stays near 0.5M weights (at 7x7 it would be 1.6M and break the 1M budget).
     synchronized: batch statistics over all replicas (MirroredStrategy). bn_scale=False: batch
-    norm without its learned scale (gamma fixed at 1).
+    norm without its learned scale (gamma fixed at 1). The model parts' keywords: batchnorm
+    (False: none, the convolutions then keep their bias), dropout (conv, dense rates), width
+    (the filters' multiplier).
     """
 
     def batch_norm(name):
+        if not batchnorm:
+            return layers.Identity(name=name)
         return layers.BatchNormalization(momentum=bn_momentum, synchronized=synchronized,
                                          scale=bn_scale, name=name)
 
@@ -55,7 +95,8 @@ def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
 
     def conv_block(x, filters, name, strides=1, bn_name=None, act_name=None):
         # no bias: batch norm's beta does its job
-        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)(x)
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=not batchnorm,
+                          name=name)(x)
         x = batch_norm(bn_name or f"{name}_bn")(x)
         return activation(act_name or f"{name}_act")(x)
 
@@ -64,17 +105,17 @@ def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
 
     inputs = keras.Input(shape=(28, 28, 1), name="image")
     x, conv = inputs, 0
-    for block, filters in enumerate((32, 64), start=1):
+    for block, filters in enumerate((round(32 * width), round(64 * width)), start=1):
         for _ in range(2):
             conv += 1
             x = conv_block(x, filters, f"conv{conv}", bn_name=f"bn{conv}", act_name=f"act{conv}")
         x = downsample(x, filters, f"down{block}")  # 28 -> 14 -> 7
-        x = layers.Dropout(0.25, name=f"dropout{block}")(x)
-    x = downsample(x, 64, "down3")  # 7x7x64 -> 4x4x64
+        x = layers.Dropout(dropout[0], name=f"dropout{block}")(x)
+    x = downsample(x, filters, "down3")  # 7x7x64 -> 4x4x64
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(512, name="dense")(x)
     x = activation("dense_act")(x)
-    x = layers.Dropout(0.5, name="dense_dropout")(x)
+    x = layers.Dropout(dropout[1], name="dense_dropout")(x)
     outputs = layers.Dense(10, activation="softmax", dtype="float32", name="softmax")(x)
     model = keras.Model(inputs, outputs, name=variant.name)
     n_params = trainable_params(model)

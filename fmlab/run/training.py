@@ -186,6 +186,17 @@ class Recipe:
         return getattr(self, f"{optimizer}_peak_lr") * self.replica_scaling
 
 
+def recipe_for(recipe, variant):
+    """The recipe one variant trains with: the grid's, with its setting factors' levels
+    (`--factor epochs=8,32`) applied. A factor of the peak-learning-rate factor scales both
+    peaks, as --peak-lr-factor does."""
+    changes = variant.settings()
+    if "lr_scale" in changes:
+        ratio = changes["lr_scale"] / recipe.lr_scale
+        changes.update(adam_peak_lr=recipe.adam_peak_lr * ratio, sgd_peak_lr=recipe.sgd_peak_lr * ratio)
+    return dataclasses.replace(recipe, **changes) if changes else recipe
+
+
 # --quick: the same outputs in minutes, in a folder of its own (a smoke check, not results)
 QUICK = dict(subset=4000, epochs=3, batch_size=32, shift_images=2000)
 
@@ -358,7 +369,7 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
 
     evaluation_started = time.time()
     history = run_store.read_history(run_dir / run_store.HISTORY)
-    record = {"name": variant.name, **dataclasses.asdict(variant), "seed": seed,
+    record = {"name": variant.name, **variant.levels, "seed": seed,
               "lr_multiplier": lr_multiplier,
               "peak_lr": recipe.peak_lr(variant.optimizer) * lr_multiplier,
               "settings": dataclasses.asdict(recipe),
@@ -394,7 +405,7 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
     # with train_seconds, a run's wall time even when its grid spans several sessions
     record["evaluation_seconds"] = round(time.time() - evaluation_started, 1)
     run_store.write_finished_run(run_dir, record, model, probabilities, y_test, figures)
-    tensorboard_hparams.write_hparams(run_dir, record, FACTORS)
+    tensorboard_hparams.write_hparams(run_dir, record, variant.levels)
     return record
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from fmlab.core.errors import UsageError
+from fmlab.core.levels import (DEFAULT_LEVEL, DESIGN, LEVELS, MODEL_PARTS, format_value,
+                               setting_level, variant_name)
 
 RUNS = "runs"  # OUTPUT_DIR/runs: every run folder of a grid (and TensorBoard's logdir)
 # The files of a run folder
@@ -304,15 +306,40 @@ def settings_of(run):
     return settings
 
 
-def merged_runs(output_dirs):
+def with_factor_levels(run, factors):
+    """The run as a grid with the extra `factors` (names of LEVELS' factors beyond the design's
+    three) sees it: its level of each -- a Recipe setting's from the run's settings, a model
+    part's from its record -- and its variant name with their suffixes. A record from before
+    a factor existed is at the factor's default level."""
+    if not factors:
+        return run
+    settings = settings_of(run)
+    extra = []
+    for factor in factors:
+        if factor in MODEL_PARTS:
+            name = run.get(factor, DEFAULT_LEVEL[factor])
+        else:
+            name = setting_level(factor, settings[factor]).name
+            if name not in LEVELS[factor]:
+                raise UsageError(f"{run['run_dir']}: {factor} {format_value(settings[factor])} "
+                                 f"is not a level of --factor {factor} "
+                                 f"({', '.join(LEVELS[factor])})")
+        extra.append((factor, name))
+    design = tuple(run[f] for f in DESIGN)
+    return {**run, **dict(extra), "name": variant_name(design, tuple(extra))}
+
+
+def merged_runs(output_dirs, factors=()):
     """The finished runs of several output dirs (shards of one grid) as one list. A run found
     in two dirs is kept once if both copies agree and refused if they differ; runs trained
-    with different settings are refused, since their numbers are not comparable."""
+    with different settings are refused, since their numbers are not comparable -- except in
+    the settings that `factors` (extra factors, with_factor_levels) vary on purpose."""
     by_key = {}
     for folder in dict.fromkeys(Path(d).resolve() for d in output_dirs):
         if not folder.is_dir():
             raise UsageError(f"{folder}: no such folder to report from")
         for run in finished_runs(folder):
+            run = with_factor_levels(run, factors)
             key = run_key(run)
             if key not in by_key:
                 by_key[key] = run
@@ -323,7 +350,8 @@ def merged_runs(output_dirs):
             else:
                 print(f"note: {run_label(run)} seed {run['seed']} is in two folders (same results); "
                       f"using {by_key[key]['run_dir']}")
-    settings = {json.dumps(settings_of(r), sort_keys=True): r for r in by_key.values()}
+    settings = {json.dumps({k: v for k, v in settings_of(r).items() if k not in factors},
+                           sort_keys=True): r for r in by_key.values()}
     if len(settings) > 1:
         examples = "; ".join(f"{r['run_dir']}: {s}" for s, r in settings.items())
         raise UsageError(f"runs with different settings cannot share one report ({examples})")
@@ -341,6 +369,18 @@ def remove_leftover_temp_files(folders, older_than=0.0):
                 path.unlink(missing_ok=True)
 
 
+def extra_factors(runs):
+    """The factors beyond the design's three that the runs' records name (registered in
+    LEVELS: model parts, and Recipe settings made factors on this command line)."""
+    return [f for f in LEVELS if f not in DESIGN and any(f in r for r in runs)]
+
+
+def result_columns(runs):
+    """RESULT_COLUMNS, with a column for each extra factor after the design's three."""
+    at = RESULT_COLUMNS.index("optimizer") + 1
+    return RESULT_COLUMNS[:at] + extra_factors(runs) + RESULT_COLUMNS[at:]
+
+
 def write_results_table(output_dir, runs=None):
     """Write results.csv/json of `runs` (default: every finished run in output_dir, read under
     the lock, so two workers finishing at once both end up in the table)."""
@@ -348,10 +388,11 @@ def write_results_table(output_dir, runs=None):
     with open(output_dir / ".results.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         runs = finished_runs(output_dir) if runs is None else runs
-        rows = [{k: run.get(k) for k in RESULT_COLUMNS} for run in runs]
+        columns = result_columns(runs)
+        rows = [{k: run.get(k) for k in columns} for run in runs]
         atomic_write(output_dir / "results.json", json.dumps(rows, indent=2) + "\n")
         with tempfile.SpooledTemporaryFile(mode="w+") as buf:
-            writer = csv.DictWriter(buf, RESULT_COLUMNS)
+            writer = csv.DictWriter(buf, columns)
             writer.writeheader()
             writer.writerows(rows)
             buf.seek(0)
@@ -412,9 +453,11 @@ def runs_to_do(planned, output_dir, settings, fresh, names=None):
     multiplier, run_dir)], [(variant, seed, multiplier, status)] of those skipped as
     finished). A finished or interrupted run made with other settings is refused
     (UsageError, naming each setting as names has it: check_same_settings); fresh deletes
-    and retrains."""
+    and retrains. settings: the recipe's dict, or a function of the variant giving its own."""
     todo, skipped = [], []
+    settings_for = settings if callable(settings) else (lambda variant: settings)
     for variant, seed, multiplier in planned:
+        settings = settings_for(variant)
         folder = run_dir(output_dir, variant.name, seed, multiplier)
         if (folder / METRICS).exists() and not fresh:
             done = json.loads((folder / METRICS).read_text())
