@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from fmlab.stats import factorial
-from fmlab.core.levels import display_name, level_order
+from fmlab.core.levels import LEVELS, display_name, level_order
 
 SEED_LEVELS = {  # the levels the claims are about; other levels of a grid are left out
     "activation": ("relu", "leakyrelu"),
@@ -164,7 +164,8 @@ def claims_by_level(runs, factor, sensitivity=None, confidence=factorial.CONFIDE
     factorial model over every level with seeds as blocks, with Bonferroni intervals and
     Holm p values over the claims ("does the verdict depend on the factor?"). 5b (one seed
     per variant) has no interaction test."""
-    levels = [level for level in dict.fromkeys(r[factor] for r in runs if factor in r)]
+    present = {r[factor] for r in runs if factor in r}
+    levels = [level for level in LEVELS[factor] if level in present]  # the registry's order
     tables = {}
     for level in levels:
         at = [r for r in runs if r.get(factor) == level]
