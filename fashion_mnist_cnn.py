@@ -7,7 +7,8 @@ and figures to --output-dir.
 
     python fashion_mnist_cnn.py                       # all 8 variants, full data
     python fashion_mnist_cnn.py --quick               # a few minutes, same outputs
-    python fashion_mnist_cnn.py --optimizer adam --activation relu --epochs 5
+    python fashion_mnist_cnn.py --optimizer adam --activation relu --epochs 5 --output-dir results-5ep
+    python fashion_mnist_cnn.py --factor epochs=8,32  # any setting as one more factor (16 variants)
     python fashion_mnist_cnn.py --list-variants       # names and parameter counts
     python fashion_mnist_cnn.py --seeds 0 1 2         # every variant once per seed
     python fashion_mnist_cnn.py --lr-scales 0.5 1 2   # and at half and twice its peak
@@ -35,24 +36,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ bann
 
 from fmlab.core import environment  # noqa: E402  (imports no TensorFlow)
 
-with environment.native_stderr_silenced():  # TensorFlow's CUDA probing prints on import
-    import keras
-    import tensorflow as tf
-
-    for _gpu in tf.config.list_physical_devices("GPU"):  # take GPU memory as needed, so
-        tf.config.experimental.set_memory_growth(_gpu, True)  # workers can share one GPU
-
-from fmlab.stats import lr_tuning  # noqa: E402
-from fmlab.store import run_store  # noqa: E402
-from fmlab.run import tensorboard_hparams  # noqa: E402
-from fmlab.run.data import prepare_data, prepare_test_images  # noqa: E402
 from fmlab.core.errors import LabError, Parser, UsageError, positive_int  # noqa: E402
 from fmlab.core.levels import FACTORS, LEVELS, MODEL_PARTS, register_setting_factor  # noqa: E402
-from fmlab.run.models import build_model, trainable_params, variant_grid  # noqa: E402
-from fmlab.report.report import write_report  # noqa: E402
-from fmlab.run.training import (QUICK, Recipe, complete_saved_run, distribution_strategy,  # noqa: E402
-                      flag_of, gpus, grid_precision, recipe_for, resolve_precision,
-                      setting_names, train_and_evaluate)
+from fmlab.run.data import prepare_data, prepare_test_images  # noqa: E402
+from fmlab.run.recipe import (QUICK, Recipe, flag_of, gpus, grid_precision,  # noqa: E402
+                              recipe_for, setting_names)
+from fmlab.run.variants import count_params, variant_grid  # noqa: E402
+from fmlab.stats import lr_tuning  # noqa: E402
+from fmlab.store import run_store  # noqa: E402
+
+# TensorFlow is imported when a run needs it (load_tensorflow): --help, --list-variants and
+# --report-only of a committed study start in a fraction of the time and never load it.
+
+
+def load_tensorflow():
+    """TensorFlow and Keras, imported quietly, with GPU memory taken as needed (so workers
+    can share one GPU)."""
+    with environment.native_stderr_silenced():  # TensorFlow's CUDA probing prints on import
+        import keras
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    return tf, keras
+
+
+def write_report(output_dir, runs, x_test, progress=None):
+    """The report (fmlab.report), imported when first drawn: matplotlib is slow to load."""
+    from fmlab.report.report import write_report as draw
+    return draw(output_dir, runs, x_test, progress)
+
 
 QUICK_OUTPUT_DIR = Path("results-quick")  # --quick runs never mix with real ones
 
@@ -71,7 +84,7 @@ class Context:
 
 # ----------------------------------------------------------------------------- CLI
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Defaults in the help where they say something: not for switches (True/False), not
     for None (the help says what happens then), not twice where the help already says it."""
 
@@ -82,7 +95,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser():
-    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+               epilog="examples:\n" + __doc__.split("\n\n")[2])
     grid = p.add_argument_group("the grid")
     for factor, levels in FACTORS.items():  # the seed's levels by default, any registered one
         grid.add_argument(f"--{factor}", nargs="+", choices=list(LEVELS[factor]),
@@ -157,7 +171,8 @@ def build_parser():
                           "the DIRs (default: --output-dir) into --output-dir")
     run.add_argument("--shard", type=run_store.parse_shard, default=None, metavar="I/N",
                      help="run only slice I (0 to N-1) of N disjoint slices of the (variant, "
-                          "seed) runs; default: from SLURM_ARRAY_TASK_* or JOB_COMPLETION_INDEX")
+                          "seed, learning-rate multiplier) runs; default: from SLURM_ARRAY_TASK_* or "
+                          "JOB_COMPLETION_INDEX")
     run.add_argument("--shard-count", type=positive_int, default=None, metavar="N",
                      help="number of slices when the index comes from JOB_COMPLETION_INDEX "
                           "(Kubernetes Indexed Job)")
@@ -200,7 +215,9 @@ def parse_args(argv=None):
                 "give it no --shard (on a cluster, run each stage with --lr-scales)")
     args.lr_scales = scales
     try:
-        recipe = Recipe.from_args(args)  # every setting checked once, here, before anything starts
+        # every setting checked once, here, before anything starts (auto resolves later, when
+        # a run needs it: checking needs no TensorFlow)
+        recipe = Recipe.from_args(args, precision="float32" if args.precision == "auto" else None)
         args.factors = parse_factors(args.factor, argv if argv is not None else sys.argv[1:], recipe)
     except ValueError as e:
         p.error(str(e))
@@ -311,9 +328,15 @@ class Reporter:
     def __call__(self, runs, progress=None):
         if self.x_test is None:
             self.x_test = prepare_test_images(self.context.data_dir)
-        runs = [complete_saved_run(run, self.x_test) for run in runs]  # cached after the first time
+        if any((Path(run["run_dir"]) / run_store.MODEL).exists() for run in runs):
+            from fmlab.run.training import complete_saved_run  # a model to analyse: TensorFlow
+            runs = [complete_saved_run(run, self.x_test) for run in runs]  # cached after the first time
         rows = run_store.write_results_table(self.context.output_dir, runs)
-        tensorboard_hparams.write_hparams_config(self.context.output_dir, runs, FACTORS)
+        if any((Path(run["run_dir"]) / run_store.TENSORBOARD).is_dir() for run in runs):
+            from fmlab.run import tensorboard_hparams  # runs with TensorBoard logs: list them
+            tensorboard_hparams.write_hparams_config(
+                self.context.output_dir, runs,
+                {f: sorted({r[f] for r in runs if f in r}) for f in (*FACTORS, *run_store.extra_factors(runs))})
         write_report(self.context.output_dir, runs, self.x_test, progress)
         return rows
 
@@ -368,6 +391,7 @@ def run_grid(planned, recipe, context, after_each_run=None):
         name = label(variant, multiplier)
         print(f"\n[{i}/{len(todo)}] {name} seed {seed} "
               f"(elapsed {run_store.format_seconds(elapsed)}{eta})", flush=True)
+        from fmlab.run.training import train_and_evaluate  # TensorFlow from here on
         record = train_and_evaluate(variant, seed, data[key], own, context.strategy, run_dir,
                                     multiplier, context.precision_reason)
         if record["status"] != "ok":
@@ -439,18 +463,10 @@ def main(argv=None):
 
 
 def run(args):
-    if args.logical_cpus:
-        try:
-            tf.config.set_logical_device_configuration(
-                tf.config.list_physical_devices("CPU")[0],
-                [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-        except RuntimeError:
-            raise UsageError("--logical-cpus works only before TensorFlow has started "
-                             "(use it from the command line)") from None
     variants = variant_grid(args.activation, args.downsampling, args.optimizer, args.factors)
     if args.list_variants:
         for v in variants:
-            print(f"{v.name:40} {trainable_params(build_model(v)):>9,} trainable parameters")
+            print(f"{v.name:40} {count_params(v, args.bn_scale):>9,} trainable parameters")
         return 0
     try:
         args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -459,18 +475,28 @@ def run(args):
                          f"({e.strerror})") from None
     if not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"{args.output_dir}: --output-dir is not writable")
+    if args.report_only is not None:
+        return report_only(args)
+    tf, keras = load_tensorflow()
+    if args.logical_cpus:
+        try:
+            tf.config.set_logical_device_configuration(
+                tf.config.list_physical_devices("CPU")[0],
+                [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
+        except RuntimeError:
+            raise UsageError("--logical-cpus works only before TensorFlow has started "
+                             "(use it from the command line)") from None
     if args.deterministic:  # TensorFlow-wide, before any compile(); clear_session keeps it
         tf.config.experimental.enable_op_determinism()
+    from fmlab.run.training import distribution_strategy
     strategy = distribution_strategy(args.distribute, args.logical_cpus)
     replicas = strategy.num_replicas_in_sync
     if args.batch_size < replicas:
         raise UsageError(f"--batch-size {args.batch_size} is smaller than the {replicas} "
                          "replicas it is split between")
-    precision, why = (resolve_precision(args.precision) if args.report_only is not None
-                      else grid_precision(args.precision, args.output_dir))
+    precision, why = grid_precision(args.precision, args.output_dir)
     recipe = Recipe.from_args(args, replicas, precision)
-    shard = (None if args.report_only is not None else
-             run_store.shard_from_environment(args.shard, args.shard_count, os.environ))
+    shard = run_store.shard_from_environment(args.shard, args.shard_count, os.environ)
     context = Context(args.output_dir, args.data_dir, strategy, shard, args.fresh, why)
     for warning in (environment.gpu_mismatch_warning(len(gpus())),
                     environment.slow_bfloat16_warning(precision, len(gpus()), environment.cpu_flags())):
@@ -481,21 +507,31 @@ def run(args):
                                                         why)), flush=True)
 
     report = Reporter(context)
-    if args.report_only is not None:
-        failed, runs = [], run_store.merged_runs(args.report_only or [args.output_dir], list(args.factors))
-        run_store.carry_wide_sweep(args.report_only, args.output_dir)
+    # a shard draws nothing: other shards' runs are elsewhere, the merge step draws
+    draws = args.report and not shard
+    redraw = Redraw(report, args.output_dir) if draws else None
+    if args.tune_lr:
+        wide = run_store.wide_sweep(args.wide_sweep, args.output_dir, [v.name for v in variants])
+        failed = tune_learning_rates(variants, args.seeds, args.lr_scales, recipe, context,
+                                     redraw, wide)
     else:
-        # a shard draws nothing: other shards' runs are elsewhere, the merge step draws
-        draws = args.report and not shard
-        redraw = Redraw(report, args.output_dir) if draws else None
-        if args.tune_lr:
-            wide = run_store.wide_sweep(args.wide_sweep, args.output_dir, [v.name for v in variants])
-            failed = tune_learning_rates(variants, args.seeds, args.lr_scales, recipe, context,
-                                         redraw, wide)
-        else:
-            failed = run_grid(planned_runs(variants, args.seeds, shard, args.lr_scales), recipe,
-                              context, redraw)
-        runs = run_store.finished_runs(args.output_dir) if draws else None
+        failed = run_grid(planned_runs(variants, args.seeds, shard, args.lr_scales), recipe,
+                          context, redraw)
+    runs = run_store.finished_runs(args.output_dir) if draws else None
+    return finish(args, report, runs, failed, shard)
+
+
+def report_only(args):
+    """--report-only: the report of the finished runs of the given folders (default:
+    --output-dir) into --output-dir; trains nothing, loads TensorFlow only to analyse a saved
+    model that lacks its analysis."""
+    runs = run_store.merged_runs(args.report_only or [args.output_dir], list(args.factors))
+    run_store.carry_wide_sweep(args.report_only, args.output_dir)
+    return finish(args, Reporter(Context(args.output_dir, args.data_dir)), runs, [], None)
+
+
+def finish(args, report, runs, failed, shard):
+    """The results table, the report where it is drawn, and the exit code."""
     if runs is None:
         print_table(run_store.write_results_table(args.output_dir))
         if shard:

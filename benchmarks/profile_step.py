@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tensorflow as tf  # noqa: E402
 
 from fmlab.run import training  # noqa: E402
-from fmlab.run.data import make_dataset  # noqa: E402
+from fmlab.run.pipeline import make_dataset  # noqa: E402
 from fmlab.run.models import Variant  # noqa: E402
 
 LAYER_KINDS = [  # (category, pattern on the layer's name), first match wins; convolutions

@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 
-from fmlab.run.data import make_dataset, prepare_data  # noqa: E402
+from fmlab.run.data import prepare_data  # noqa: E402
+from fmlab.run.pipeline import make_dataset  # noqa: E402
 from fmlab.run.models import Variant, build_model  # noqa: E402
 from fmlab.run.training import Recipe, make_optimizer  # noqa: E402
 

@@ -5,6 +5,7 @@ consistent run, and the runner says what it runs on."""
 import dataclasses
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -87,7 +88,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 def test_a_folder_keeps_one_precision(tmp_path, monkeypatch):
     """auto resolves per machine; a grid resumed elsewhere keeps its folder's precision, and
     an explicit other precision is refused in one line."""
-    monkeypatch.setattr(training, "resolve_precision", lambda p: (
+    from fmlab.run import recipe
+    monkeypatch.setattr(recipe, "resolve_precision", lambda p: (
         ("float32", "auto: the CPU has no native bfloat16") if p == "auto" else (p, "--precision")))
     assert training.grid_precision("auto", tmp_path) == ("float32",
                                                          "auto: the CPU has no native bfloat16")
@@ -347,6 +349,25 @@ def test_quick_runs_get_their_own_folder():
                                                                   precision=training.resolve_precision("auto")[0])
     auto = training.resolve_precision("auto")[0]  # this machine's: the tests run anywhere
     assert Recipe.from_args(fm.parse_args([])) == Recipe(precision=auto)
+
+
+def test_help_listing_and_report_only_import_no_tensorflow(tmp_path):
+    """A newcomer's first commands start fast: --help, --list-variants and --report-only of
+    a committed study (no saved models) never load TensorFlow."""
+    study = tmp_path / "study"
+    shutil.copytree(ROOT / "docs" / "runs" / "CNN_ReLU_MaxPool_Adam", study / "runs" / "CNN_ReLU_MaxPool_Adam")
+    code = ("import sys, contextlib, io, fashion_mnist_cnn as fm\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    codes = [fm.main(['--list-variants', '--factor', 'epochs=8,32']),\n"
+            f"             fm.main(['--report-only', '--output-dir', {str(study)!r}])]\n"
+            "    try:\n"
+            "        fm.main(['--help'])\n"
+            "    except SystemExit as e:\n"
+            "        codes.append(e.code)\n"
+            "print(codes, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "[0, 0, 0] []", out.stdout[-2000:] + out.stderr[-2000:]
+    assert (study / "summary.md").is_file()
 
 
 def test_the_report_and_the_benchmark_orchestrators_import_no_tensorflow():

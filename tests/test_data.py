@@ -84,7 +84,8 @@ def test_no_source_names_every_place(tmp_path, monkeypatch):
         raise OSError("no network")
 
     monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "nowhere")
-    monkeypatch.setattr(data.keras.datasets.fashion_mnist, "load_data", offline)
+    import keras
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
     with pytest.raises(DataError) as error:
         data.load_fashion_mnist(None)
     message = str(error.value)

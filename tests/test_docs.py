@@ -100,3 +100,34 @@ def test_the_committed_grid_is_what_the_readme_command_trains():
     differing = [str(p.relative_to(ROOT)) for p in recorded  # read as the runner reads them
                  if settings_of({"settings": json.loads(p.read_text())}) != expected]
     assert not differing, f"made with other settings than the README's command: {differing}"
+
+
+def summary_numbers():
+    """What the prose quotes from docs/summary.md: the seeds sentence, each variant's mean
+    test accuracy and standard deviations, and the tuning widths."""
+    summary = (ROOT / "docs" / "summary.md").read_text()
+    seeds = re.search(r"residual standard deviation is ([\d.]+) pp \((\d+) df\); with (\d+) seeds per "
+                      r"variant a main effect of ±([\d.]+) pp", summary)
+    variants = re.findall(r"^\| (CNN_\w+) \| \d+ \| ([\d.]+)% ± ([\d.]+) \[[^|]*\| ([\d.]+)% ± ([\d.]+)",
+                          summary, flags=re.M)
+    return summary, seeds, {name: tuple(map(float, values)) for name, *values in variants}
+
+
+def test_the_prose_quotes_the_numbers_of_the_summary():
+    """Sentences of the README and findings.md that restate summary.md's numbers (the seeds'
+    power, the variants' range and spread, the last variant) agree with it."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    findings = " ".join((ROOT / "docs" / "findings.md").read_text().split())
+    summary, seeds, variants = summary_numbers()
+    assert seeds and len(variants) == 8, "summary.md's patterns no longer match"
+    sd, df, n, detect = seeds.groups()
+    assert f"five detect ±{detect} pp" in readme
+    assert f"residual standard deviation is {sd} pp ({df} df) and the design detects ±{detect} pp" in findings
+    tests = sorted(v[0] for v in variants.values())
+    assert f"{tests[0]:.2f}-{tests[-1]:.2f}% mean test accuracy" in readme
+    val_sd = sorted(v[3] for v in variants.values())
+    assert f"by {val_sd[0]:.2f}-{val_sd[-1]:.2f} pp (the standard deviations of validation" in findings
+    last = min(variants, key=lambda name: variants[name][0])
+    best = max(variants.values())[0]
+    assert (f"{last} needs" in findings and f"ends last of the eight on test ({tests[0]:.2f}%)" in findings
+            and f"{best - tests[0]:.2f} pp of test accuracy below the best" in findings)

@@ -1,5 +1,7 @@
 """Every variant's model: structure, parameter budget, optimizer and schedule."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -122,3 +124,17 @@ def test_new_levels_are_named_and_styled_but_off_by_default():
         styles = [level.style for level in levels.values()]
         assert len(set(styles)) == len(styles), f"{factor}: two levels drawn alike"
         assert all(name in DISPLAY for name in levels)
+
+
+def test_parameter_counts_without_keras_match_the_built_models():
+    """--list-variants counts parameters from the architecture (no TensorFlow); the count is
+    Keras' own for every registered level and model part."""
+    from fmlab.core.levels import LEVELS, MODEL_PARTS
+    from fmlab.run.variants import count_params
+
+    parts = [()] + [((p, level),) for p, levels in MODEL_PARTS.items() for level in levels]
+    for downsampling, optimizer, extra in itertools.product(LEVELS["downsampling"], ["adam"], parts):
+        variant = Variant("relu", downsampling, optimizer, extra)
+        assert count_params(variant) == trainable_params(build_model(variant)), variant.name
+    strided = Variant("leakyrelu", "strided", "sgd")
+    assert count_params(strided, bn_scale=False) == trainable_params(build_model(strided, bn_scale=False))

@@ -187,7 +187,7 @@ def test_convergence_counts_epochs_and_seconds():
 
 def test_bonferroni_widens_every_interval_and_holm_adjusts_the_p_values():
     rows = synthetic_rows(seeds=3, effects={"downsampling": 0.01}, noise_sd=0.002)
-    entries = fa.family_adjusted(fa.factor_effects(rows, FACTORS) + fa.interactions(rows, FACTORS))
+    entries = fa.with_family_significance(fa.factor_effects(rows, FACTORS) + fa.interactions(rows, FACTORS))
     assert len(entries) == 6 and all(e["family_size"] == 6 for e in entries)
     for e in entries:
         assert e["family_low"] < e["low"] < e["effect"] < e["high"] < e["family_high"]
@@ -197,7 +197,7 @@ def test_bonferroni_widens_every_interval_and_holm_adjusts_the_p_values():
     ratio = (strided["family_high"] - strided["effect"]) / (strided["high"] - strided["effect"])
     assert ratio == pytest.approx(3.0688 / 2.1448, rel=1e-3)
     assert strided["family_significant"]
-    alone = fa.family_adjusted(fa.factor_effects(rows, FACTORS)[:1])[0]
+    alone = fa.with_family_significance(fa.factor_effects(rows, FACTORS)[:1])[0]
     assert (alone["family_low"], alone["family_high"]) == pytest.approx((alone["low"], alone["high"]))
 
 
@@ -218,7 +218,7 @@ def test_bonferroni_keeps_the_family_error_near_five_percent():
     any_false, any_false_adjusted = 0, 0
     for k in range(100):
         rows = synthetic_rows(3, {}, 0.003, seed=1000 + k)
-        entries = fa.family_adjusted(sum(fa.effects_and_interactions(rows, FACTORS), []))
+        entries = fa.with_family_significance(sum(fa.effects_and_interactions(rows, FACTORS), []))
         any_false += any(e["significant"] for e in entries)
         any_false_adjusted += any(e["family_significant"] for e in entries)
     assert any_false_adjusted <= 12 < any_false  # nominal ~5 vs ~26 of 100

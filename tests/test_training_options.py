@@ -14,7 +14,7 @@ import tensorflow as tf
 import fashion_mnist_cnn as fm
 from fmlab.store import run_store
 from fmlab.run import training
-from fmlab.run.data import make_dataset
+from fmlab.run.pipeline import make_dataset
 from fmlab.core.errors import UsageError
 from fmlab.measures.model_analysis import shift_images
 from fmlab.run.models import Variant, build_model, trainable_params

@@ -7,14 +7,14 @@ import numpy as np
 
 from fmlab.stats import factor_analysis as fa
 from fmlab.measures.model_analysis import ECE_BINS
-from fmlab.report.report_study import counted, interval
+from fmlab.report.wording import counted, format_interval, significance_words
 from fmlab.figures.plots import plot_calibration, plot_shift_robustness, variant_label
 
 
 def adjusted_effects(ok, factors, metric):
     """Main effects and interactions of one metric, with Bonferroni intervals over all rows."""
     effects, pair_effects = fa.effects_and_interactions(ok, factors, metric)
-    adjusted = fa.family_adjusted(effects + pair_effects)  # read together: family-wise too
+    adjusted = fa.with_family_significance(effects + pair_effects)  # read together: family-wise too
     return adjusted[:len(effects)], adjusted[len(effects):]
 
 
@@ -24,14 +24,6 @@ def pm(stat, scale=100, digits=2, unit="%"):
         return f"{scale * stat['mean']:.{digits}f}{unit}"
     return (f"{scale * stat['mean']:.{digits}f}{unit} ± {scale * stat['sd']:.{digits}f} "
             f"[{scale * stat['low']:.{digits}f}, {scale * stat['high']:.{digits}f}]")
-
-
-def verdict(effect):
-    if not np.isfinite(effect["low"]):
-        return "no interval: one seed"
-    if effect["family_significant"]:
-        return "significant, also after Bonferroni"
-    return "significant at 95%, not after Bonferroni" if effect["significant"] else "not significant"
 
 
 def effects_table(title, what, effects, pair_effects, display):
@@ -49,8 +41,8 @@ def effects_table(title, what, effects, pair_effects, display):
             ["comparison", "effect (pp)", f"{fa.CONFIDENCE:.0%} interval (pp)",
              f"Bonferroni interval (x{len(adjusted)})", "residual df", "verdict"],
             [[fa.comparison_label(e, display) + (" (interaction)" if "by" in e else ""),
-              f"{100 * e['effect']:+.2f}", interval(e["low"], e["high"]),
-              interval(e["family_low"], e["family_high"]), f"{e['df']:.0f}", verdict(e)]
+              f"{100 * e['effect']:+.2f}", format_interval(e["low"], e["high"]),
+              format_interval(e["family_low"], e["family_high"]), f"{e['df']:.0f}", significance_words(e)]
              for e in adjusted])
 
 

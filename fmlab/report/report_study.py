@@ -14,13 +14,9 @@ from fmlab.stats import lr_tuning
 from fmlab.store import run_store
 from fmlab.measures.model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
 from fmlab.core.levels import DEFAULT_LEVEL, LEVELS
+from fmlab.report.wording import counted, format_interval
 from fmlab.figures.claims_by_level import plot_claims_by_level
 from fmlab.figures.plots import plot_claims, plot_dying_units, plot_lr_sensitivity, variant_label
-
-
-def interval(low, high, scale=100):
-    """'[low, high]' of an effect, signed, x scale; n/a where there is no interval."""
-    return f"[{scale * low:+.2f}, {scale * high:+.2f}]" if np.isfinite(low) else "n/a"
 
 
 def claims_section(tuned, factors, sensitivity, output_dir):
@@ -28,7 +24,7 @@ def claims_section(tuned, factors, sensitivity, output_dir):
     factor beyond the design's three at two levels or more (the training budget, say), the
     claims at each of its levels, then how each depends on it."""
     ok = [r for r in tuned if r["status"] == "ok"]
-    extra = [f for f in factors or () if f not in claims.SEED_LEVELS
+    extra = [f for f in factors or () if f not in claims.CLAIM_LEVELS
              and len({r.get(f) for r in ok} - {None}) > 1]
     if not extra:
         table, tested, rows = claims_table_section(tuned, sensitivity)
@@ -74,8 +70,8 @@ def dependence_table(result, factor):
         depends = (f"yes (Holm p = {e['p_holm']:.2g})" if e["depends"]
                    else f"not shown (Holm p = {e['p_holm']:.2g})")
         body.append([e["claim"], *effects, f"{s * e['effect']:+.2f}",
-                     interval(e["low"], e["high"], s),
-                     interval(e["family_low"], e["family_high"], s), depends])
+                     format_interval(e["low"], e["high"], s),
+                     format_interval(e["family_low"], e["family_high"], s), depends])
     reference = LEVELS[factor][levels[0]].described
     intro = (f"How each claim's effect changes with {factor}: the claim x {factor} interaction "
              f"of one factorial model over every level (the design's three choices, {factor} "
@@ -117,11 +113,11 @@ def claims_table_section(tuned, sensitivity, rows=None, where_suffix=""):
                       else f"{s * r['effect']:.2f}")
             body.append([r["claim"], r["measure"], effect, "–", "–", "–", r["verdict"]])
             continue
-        fw = interval(r["family_low"], r["family_high"], s) if r.get("modelled") else "n/a"
+        fw = format_interval(r["family_low"], r["family_high"], s) if r.get("modelled") else "n/a"
         at = {"lower": "≥ ", "upper": "≤ "}.get(r.get("bound"), "")
         body.append([r["claim"], r["measure"], f"{at}{s * r['effect']:+.2f}",
-                     interval(r["low"], r["high"], s), fw, f"±{s * r['smallest']:g}", r["verdict"]])
-    used = claims.seed_level_runs(tuned)
+                     format_interval(r["low"], r["high"], s), fw, f"±{s * r['smallest']:g}", r["verdict"]])
+    used = claims.claim_level_runs(tuned)
     seeds = sorted({r["seed"] for r in used})
     where = ("each variant at its tuned peak learning rate (chosen on validation)"
              if sensitivity else "each variant at the recipe's peak learning rate")
@@ -222,10 +218,6 @@ def failed_at_chosen_note(failed):
             "is over its other seeds, the factorial model is fitted to the runs that remain.")
 
 
-def counted(n, noun):
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
 def tuning_section(runs, sensitivity, output_dir):
     """The learning-rate sweep: table (per variant: sweep, chosen peak, cost of the shared
     peak, width of the good range, budget) and lr_sensitivity.png."""
@@ -323,7 +315,7 @@ def speed_and_gap_section(tuned, factors, display):
     for metric, what, scale, unit in SPEED_AND_GAP:
         for e in fa.factor_effects(tuned, factors, metric):
             body.append([what, fa.comparison_label(e, display),
-                         f"{scale * e['effect']:+.2f} {unit}", interval(e["low"], e["high"], scale),
+                         f"{scale * e['effect']:+.2f} {unit}", format_interval(e["low"], e["high"], scale),
                          f"{e['df']:.0f}"])
     if not body:
         return None

@@ -1,4 +1,4 @@
-"""What differs between the runs: the Variant (three design choices) and its model.
+"""The model of a Variant (fmlab.run.variants): the lab's CNN, built with Keras.
 
     variant = Variant("relu", "strided", "adam")     # variant.name: CNN_ReLU_Strided_Adam
     model = build_model(variant)                       # functional Keras model, named layers
@@ -11,58 +11,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from fmlab.core.levels import (DESIGN, DISPLAY, FACTORS, LEVELS, MODEL_PARTS,  # noqa: F401  (FACTORS: the default grid)
-                                level, variant_name)
-
-MAX_TRAINABLE_PARAMS = 1_000_000
-
-
-@dataclasses.dataclass(frozen=True, order=True)
-class Variant:
-    activation: str    # a level of levels.LEVELS["activation"]: relu | leakyrelu | gelu
-    downsampling: str  # maxpool | strided | avgpool
-    optimizer: str     # adam | sgd
-    # ((factor, level), ...) of every other factor in the grid: a model part (MODEL_PARTS) or
-    # a Recipe setting (register_setting_factor); a level away from its default names a suffix
-    extra: tuple = ()
-
-    def __post_init__(self):
-        for factor in DESIGN:
-            level(factor, getattr(self, factor))  # an unknown level is refused, never built as another
-        for factor, name in self.extra:
-            level(factor, name)
-
-    @property
-    def name(self):
-        return variant_name(self.design_levels, self.extra)
-
-    @property
-    def design_levels(self):
-        return tuple(getattr(self, factor) for factor in DESIGN)
-
-    @property
-    def levels(self):
-        """{factor: level} of every factor, the design's three and the extra ones."""
-        return {**dict(zip(DESIGN, self.design_levels)), **dict(self.extra)}
-
-    def settings(self):
-        """{Recipe field: value} its setting factors ask for (applied over the grid's recipe)."""
-        return {factor: LEVELS[factor][name].build for factor, name in self.extra
-                if factor not in MODEL_PARTS}
-
-    def parts(self):
-        """{model part: what build_model builds it with}, for its model-part factors."""
-        return {factor: LEVELS[factor][name].build for factor, name in self.extra
-                if factor in MODEL_PARTS}
-
-
-def variant_grid(activations, downsamplings, optimizers, extra=None):
-    """Every combination of the levels; extra: {factor: [level names]} of the other factors."""
-    extra = extra or {}
-    combos = itertools.product(activations, downsamplings, optimizers,
-                               *extra.values())
-    return [Variant(a, d, o, tuple(zip(extra, rest))) for a, d, o, *rest in combos]
-
+from fmlab.core.levels import DISPLAY, FACTORS, LEVELS, MODEL_PARTS, level  # noqa: F401  (FACTORS: the default grid)
+from fmlab.run.variants import MAX_TRAINABLE_PARAMS, Variant, variant_grid  # noqa: F401  (re-exported)
 
 def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
     """The CNN of one variant (see _build); its model-part factors (MODEL_PARTS) set the

@@ -14,13 +14,14 @@ Pure functions of the runner's records: no Keras, no drawing.
 """
 
 import dataclasses
+import re
 
 import numpy as np
 
 from fmlab.stats import factorial
 from fmlab.core.levels import LEVELS, display_name, level_order
 
-SEED_LEVELS = {  # the levels the claims are about; other levels of a grid are left out
+CLAIM_LEVELS = {  # the levels the claims are about; other levels of a grid are left out
     "activation": ("relu", "leakyrelu"),
     "downsampling": ("maxpool", "strided"),
     "optimizer": ("adam", "sgd"),
@@ -118,7 +119,7 @@ def width_rows(sensitivity, runs):
     swept wide, a censored width (the sweep ended inside the band, or at the last point before
     a diverged run) at its lower bound; the variants kept at their starting points are left
     out (their widths would be a haphazard subset of the design)."""
-    factors = {r["name"]: {f: r[f] for f in SEED_LEVELS} for r in runs}
+    factors = {r["name"]: {f: r[f] for f in CLAIM_LEVELS} for r in runs}
     return [{**factors[e["name"]], "name": e["name"], "seed": 0, "status": "ok",
              "lr_width": e["width"], "censored": bool(e["width_censored"])}
             for e in sensitivity if e["width"] is not None
@@ -139,16 +140,16 @@ def censoring_bound(claim, rows):
     return "lower" if at_least else "upper"
 
 
-def seed_level_runs(runs):
+def claim_level_runs(runs):
     """The finished runs of the seed's levels only (a grid with GELU or average pooling too
     tests the classic claims on the classic variants). Runs of two levels of a factor beyond
     the three (two names for one cell of the design) would enter the model as repeats of
     that cell: ValueError; claims_by_level splits them first."""
     kept = [r for r in factorial.ok_rows(runs)
-            if all(r.get(f) in levels for f, levels in SEED_LEVELS.items())]
+            if all(r.get(f) in levels for f, levels in CLAIM_LEVELS.items())]
     names = {}
     for r in kept:
-        names.setdefault(tuple(r[f] for f in SEED_LEVELS), set()).add(r["name"])
+        names.setdefault(tuple(r[f] for f in CLAIM_LEVELS), set()).add(r["name"])
     mixed = [sorted(n) for n in names.values() if len(n) > 1]
     if mixed:
         raise ValueError(f"the claims take one level of each factor beyond the design's three; "
@@ -173,12 +174,12 @@ def claims_by_level(runs, factor, sensitivity=None, confidence=factorial.CONFIDE
         tables[level] = claims_table(at, [e for e in sensitivity or [] if e["name"] in names]
                                      or None, confidence)
     entries = []
-    ok = [r for r in factorial.ok_rows(runs) if all(r.get(f) in v for f, v in SEED_LEVELS.items())]
+    ok = [r for r in factorial.ok_rows(runs) if all(r.get(f) in v for f, v in CLAIM_LEVELS.items())]
     for claim in CLAIMS:
         if claim.metric == "lr_width" or len(levels) < 2:
             continue
         factors = {f: ((claim.other, claim.favoured) if f == claim.factor else v)
-                   for f, v in SEED_LEVELS.items()}
+                   for f, v in CLAIM_LEVELS.items()}
         rows = ok
         if claim.favoured == claim.other:  # a level's own value (2a): the factor's effect on it
             rows = [r for r in ok if r[claim.factor] == claim.favoured]
@@ -232,7 +233,7 @@ def estimate_claim(claim, runs, sweep):
     """The claim's signed effect with its intervals and contexts (no family adjustment yet)."""
     # the claim's factor ordered so that level minus reference is favoured minus other
     factors = {f: ((claim.other, claim.favoured) if f == claim.factor else levels)
-               for f, levels in SEED_LEVELS.items()}
+               for f, levels in CLAIM_LEVELS.items()}
     bound = None
     if claim.metric == "lr_width":
         bound = censoring_bound(claim, sweep)
@@ -335,7 +336,7 @@ def claims_table(runs, sensitivity=None, confidence=factorial.CONFIDENCE):
     contexts and verdict; 2b and 4 (true by construction, counted) without a test.
     runs: the finished runs at each variant's tuned peak; sensitivity: lr_tuning's, or None
     (then 5b is left out)."""
-    runs = seed_level_runs(runs)
+    runs = claim_level_runs(runs)
     sweep = width_rows(sensitivity or [], runs)
     tested = [e for e in (estimate_claim(c, runs, sweep) for c in CLAIMS
                           if c.metric != "lr_width" or sensitivity) if e]
@@ -351,7 +352,14 @@ def claims_table(runs, sensitivity=None, confidence=factorial.CONFIDENCE):
         if "verdict" not in entry:
             entry["verdict"] = verdict(entry, alpha)
     extra = [e for e in (leaky_claim(runs), parameter_claim(runs)) if e]
-    return sorted(tested + extra, key=lambda e: (int(e["claim"][0]), e["claim"]))
+    return sorted(tested + extra, key=lambda e: claim_number(e["claim"]))
+
+
+def claim_number(label):
+    """'2b. LeakyReLU prevents them' -> (2, 'b'): claims sort by number, then letter (claim 10
+    after claim 9)."""
+    number, letter = re.match(r"(\d+)([a-z]?)\.", label).groups()
+    return int(number), letter
 
 
 def unmeasured_width(sensitivity, sweep):

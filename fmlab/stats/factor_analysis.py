@@ -12,10 +12,9 @@ import numpy as np
 from scipy import stats
 
 from fmlab.stats import factorial
-from fmlab.stats.factorial import ok_rows  # noqa: F401  (the report and figures take it from here too)
+from fmlab.stats.factorial import CONFIDENCE, ok_rows  # noqa: F401  (the report and figures take them from here too)
 from fmlab.core.levels import ordered
 
-CONFIDENCE = 0.95
 SUMMARY_METRICS = ("test_accuracy", "val_accuracy", "test_loss", "train_seconds")
 CONVERGENCE_THRESHOLDS = (0.90, 0.92)  # validation accuracy a run must reach
 
@@ -98,7 +97,7 @@ def interactions(rows, factors, metric="test_accuracy"):
     return effects_and_interactions(rows, factors, metric)[1]
 
 
-def family_adjusted(entries, confidence=CONFIDENCE):
+def with_family_significance(entries, confidence=CONFIDENCE):
     """The entries with Bonferroni intervals over all of them (and Holm's p values)."""
     return [{**e, "family_significant": excludes_zero(e["family_low"], e["family_high"])}
             for e in factorial.family_adjusted(entries, confidence)]

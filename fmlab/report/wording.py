@@ -1,0 +1,22 @@
+"""How the report writes numbers and counts (one place for each phrase the sections share)."""
+
+import numpy as np
+
+
+def format_interval(low, high, scale=100):
+    """'[low, high]' of an effect, signed, x scale; n/a where there is no interval."""
+    return f"[{scale * low:+.2f}, {scale * high:+.2f}]" if np.isfinite(low) else "n/a"
+
+
+def counted(n, noun):
+    """'1 run', '3 runs'."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def significance_words(effect):
+    """How a factor-table row reads: whether its intervals exclude zero."""
+    if not np.isfinite(effect["low"]):
+        return "no interval: one seed"
+    if effect["family_significant"]:
+        return "significant, also after Bonferroni"
+    return "significant at 95%, not after Bonferroni" if effect["significant"] else "not significant"
