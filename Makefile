@@ -63,5 +63,9 @@ budget-study: $(VENV)/.installed data
 test: $(VENV)/.installed-dev data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The suite without the tests that train (pytest -m "not trains"): under a minute.
+test-fast: $(VENV)/.installed-dev data
+	$(PY) -m pytest -q -m "not trains" $(PYTEST_ARGS)
+
 clean-venv:
 	rm -rf $(VENV)

@@ -11,10 +11,10 @@ baseline's own checkpoints, with and without the mirrored views.
 Runs go through the runner itself (one process per run, interleaved seed by seed), so a
 killed ablation resumes where it stopped and every row is what the CLI would produce.
 
-    python benchmarks/ablation.py                         # defaults below, ~1 h on 2 cores
-    python benchmarks/ablation.py --epochs 3 --seeds 0 1 --configs baseline translate_2px
-    python benchmarks/ablation.py --table-only            # rebuild the table from finished runs
-    python benchmarks/ablation.py --configs baseline lr_peak_x1.5+warmup_0.3   # a combination
+    python -m benchmarks.ablation                         # defaults below, ~1 h on 2 cores
+    python -m benchmarks.ablation --epochs 3 --seeds 0 1 --configs baseline translate_2px
+    python -m benchmarks.ablation --table-only            # rebuild the table from finished runs
+    python -m benchmarks.ablation --configs baseline lr_peak_x1.5+warmup_0.3   # a combination
 """
 
 import argparse
@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from fmlab.core.errors import Parser, positive_int  # noqa: E402
 from fmlab.core.levels import LEVELS, variant_name  # noqa: E402
 from fmlab.store.run_store import metrics_paths, run_dir  # noqa: E402  (no TensorFlow: the orchestrator stays light)

@@ -7,9 +7,9 @@ seed and the training accuracy in inference mode (how far the model fits its tra
 images), the shortest budget within --tolerance of the best, and a figure of both.
 Validation only: the test set stays for the final figures.
 
-    python benchmarks/frontier.py --config baseline --epochs 8 12 16 24 32 \
+    python -m benchmarks.frontier --config baseline --epochs 8 12 16 24 32 \
         --output-dir benchmarks/plateau-runs --table benchmarks/plateau.md
-    python benchmarks/frontier.py ... --table-only     # table and figure from finished runs
+    python -m benchmarks.frontier ... --table-only     # table and figure from finished runs
 
 The 6-12 epoch frontier of benchmarks/frontier.md (2026-11-30) was made with
 `--config lr_peak_x1.5 --runs-at 8=benchmarks/ablation-runs --baseline-flags
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation import check_base_flags, config_name, finished_run, write_table  # benchmarks/ is on a script's path
-from fmlab.core.errors import Parser, positive_int  # noqa: E402  (the project's folder: ablation put it on the path)
+from benchmarks.ablation import check_base_flags, config_name, finished_run, write_table
+from fmlab.core.errors import Parser, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("relu", "maxpool", "sgd"), ("relu", "maxpool", "adam")]  # the ablation's two

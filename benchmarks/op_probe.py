@@ -3,8 +3,8 @@ the project's CNN on its real shapes (batch 128), timed in TensorFlow (a tf.func
 GradientTape, the way Keras' train step runs it) and, when installed, in PyTorch, interleaved
 in one process; medians of repeated rounds. Also the whole step both ways.
 
-    python benchmarks/op_probe.py                 # needs tensorflow; torch optional
-    python benchmarks/op_probe.py --rounds 7 --reps 10
+    python -m benchmarks.op_probe                 # needs tensorflow; torch optional
+    python -m benchmarks.op_probe --rounds 7 --reps 10
 
 PyTorch is not a project dependency: install it in a scratch venv beside TensorFlow
 (`pip install torch==2.13.0 tensorflow==2.21.0`) to get its column.

@@ -8,11 +8,11 @@ the same minutes of the shared machine. The table pairs the two by variant and s
 its 95% t interval; the test set is not looked at. `--float32-runs DIR` takes the float32
 side from a finished grid of the same recipe instead of training it (its runs at lr x1).
 
-    python benchmarks/parity.py                                  # 2 variants x 2 seeds
-    python benchmarks/parity.py --float32-runs docs              # float32 from a grid
-    python benchmarks/parity.py --float32-runs docs \\
+    python -m benchmarks.parity                                  # 2 variants x 2 seeds
+    python -m benchmarks.parity --float32-runs docs              # float32 from a grid
+    python -m benchmarks.parity --float32-runs docs \\
         --bfloat16-runs benchmarks/plateau-runs/8-epochs/baseline   # shared with the frontier
-    python benchmarks/parity.py --table-only
+    python -m benchmarks.parity --table-only
 """
 
 import argparse
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from scipy import stats
 
-from ablation import check_variant, finished_run, write_table  # benchmarks/ is on a script's path
-from fmlab.core.errors import Parser  # noqa: E402  (the project's folder: ablation put it on the path)
+from benchmarks.ablation import check_variant, finished_run, write_table
+from fmlab.core.errors import Parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = {"bfloat16": "mixed_bfloat16", "float32": "float32"}  # folder -> --precision

@@ -8,21 +8,19 @@ the layer they belong to (forward, and backward under gradient_tape/) and by op 
 Op durations overlap (two inter-op threads, each op itself multi-threaded), so the table
 gives shares of the total op time, not of the wall time.
 
-    python benchmarks/profile_step.py                       # CNN_ReLU_MaxPool_Adam
-    python benchmarks/profile_step.py --variant leakyrelu strided sgd --steps 40
-    python benchmarks/profile_step.py --precision mixed_bfloat16
+    python -m benchmarks.profile_step                       # CNN_ReLU_MaxPool_Adam
+    python -m benchmarks.profile_step --variant leakyrelu strided sgd --steps 40
+    python -m benchmarks.profile_step --precision mixed_bfloat16
 """
 
 import argparse
 import collections
 import re
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tensorflow as tf  # noqa: E402
 
 from fmlab.run import training  # noqa: E402

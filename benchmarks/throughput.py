@@ -13,19 +13,16 @@ between discrete speed states (~750 and ~1,190 images/s for the same step, seen
 best is what the step can do, the median depends on how many rounds fell in a slow minute.
 Ratios to the reference and GFLOP/s (from the model's counted FLOPs) use the best.
 
-    python benchmarks/throughput.py                        # default comparison
-    python benchmarks/throughput.py --configs reference project:128:float32 project:256:mixed_bfloat16
-    python benchmarks/throughput.py --repeats 12 --steps 60
-    python benchmarks/throughput.py --configs reference project:128:float32 project:128:float32:xla
+    python -m benchmarks.throughput                        # default comparison
+    python -m benchmarks.throughput --configs reference project:128:float32 project:256:mixed_bfloat16
+    python -m benchmarks.throughput --repeats 12 --steps 60
+    python -m benchmarks.throughput --configs reference project:128:float32 project:128:float32:xla
 """
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 
 from fmlab.run.data import prepare_data  # noqa: E402

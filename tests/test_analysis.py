@@ -15,6 +15,8 @@ from fmlab.store import run_store
 from fmlab.run import training
 from fmlab.run.models import Variant, build_model
 
+pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
+
 
 def one_hot_like(confidence, predicted, classes=10):
     """Probabilities with the given max confidence on `predicted`, the rest spread evenly."""

@@ -17,6 +17,8 @@ from fmlab.store import run_store
 from fmlab.run.data import prepare_test_images
 from fmlab.run.training import predict
 
+pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
+
 FIGURES = ["model_comparison.png", "per_class_accuracy.png", "factor_effects.png",
            "calibration.png", "shift_robustness.png", "dead_units.png", "claims.png"]
 RUNS = [(name, seed) for seed in (0, 1) for name in TINY_NAMES]
@@ -58,6 +60,7 @@ def test_the_report_is_redrawn_while_the_grid_runs(tiny_grid):
     test_redraws_wait_for_their_interval); the last run's report is the final one."""
     _, _, drawn = tiny_grid
     progress = [p for p, _, _ in drawn]
+    assert len(drawn) >= 2, "no report was drawn before the grid's end"
     assert progress[0] == (1, 4) and progress[-1] is None
     between = [done for done, total in progress[1:-1]]
     assert between == sorted(set(between)) and set(between) <= {2, 3}

@@ -27,6 +27,8 @@ from fmlab.run.models import Variant, build_model
 from fmlab.run.training import Recipe
 from fmlab.run.training_callbacks import RecomputeBatchNormStatistics
 
+pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
+
 ONE = ["--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
 RUN = Path("runs/CNN_ReLU_MaxPool_Adam/seed0")
 
@@ -373,20 +375,20 @@ def test_help_listing_and_report_only_import_no_tensorflow(tmp_path):
 def test_the_report_and_the_benchmark_orchestrators_import_no_tensorflow():
     """--report-only's modules and the benchmarks' orchestrators stay light: drawing from
     saved runs needs no TensorFlow."""
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import fmlab.report.report, ablation, frontier, parity; "
+    code = ("import sys; import fmlab.report.report, benchmarks.ablation, benchmarks.frontier, benchmarks.parity; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("script, config", [("ablation.py", "--configs"), ("frontier.py", "--config")])
+@pytest.mark.parametrize("script, config", [("ablation", "--configs"), ("frontier", "--config")])
 def test_a_budget_flag_after_base_flags_is_refused(script, config):
     """--base-flags takes the rest of the line: --epochs written after it would reach the
     runner and override the script's own budget (training a 32-epoch run into an 8-epoch
     folder). Refused in one message before anything trains."""
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), config, "baseline",
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", config, "baseline",
                            "--table-only", "--base-flags", "--precision", "float32", "--epochs", "32"],
                           capture_output=True, text=True, cwd=root)
     assert done.returncode == 2
@@ -394,21 +396,22 @@ def test_a_budget_flag_after_base_flags_is_refused(script, config):
 
 
 @pytest.mark.parametrize("script, argv, message", [
-    ("ablation.py", ["--variant", "relu", "maxpool", "rmsprop"], "unknown optimizer 'rmsprop'"),
-    ("ablation.py", ["--configs", "cutout"], "unknown configuration 'cutout'"),
-    ("frontier.py", ["--config", "cutout"], "unknown configuration 'cutout'"),
-    ("frontier.py", ["--config", "baseline", "--epochs", "8", "0"], "'0' must be at least 1"),
-    ("parity.py", ["--variants", "relu,maxpool"], "is not ACTIVATION,DOWNSAMPLING,OPTIMIZER"),
-    ("parity.py", ["--float32-runs", "no-such-folder"], "has no finished relu/maxpool/adam seed 0"),
+    ("ablation", ["--variant", "relu", "maxpool", "rmsprop"], "unknown optimizer 'rmsprop'"),
+    ("ablation", ["--configs", "cutout"], "unknown configuration 'cutout'"),
+    ("frontier", ["--config", "cutout"], "unknown configuration 'cutout'"),
+    ("frontier", ["--config", "baseline", "--epochs", "8", "0"], "'0' must be at least 1"),
+    ("parity", ["--variants", "relu,maxpool"], "is not ACTIVATION,DOWNSAMPLING,OPTIMIZER"),
+    ("parity", ["--float32-runs", "no-such-folder"], "has no finished relu/maxpool/adam seed 0"),
 ])
 def test_bad_benchmark_arguments_are_one_line_before_anything_trains(script, argv, message,
                                                                      tmp_path):
     """The benchmark scripts check their arguments (levels, configurations, budgets, the
     float32 folder parity.py pairs with) before the first run starts, in one line, exit 2."""
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), *argv,
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", *argv,
                            "--output-dir", str(tmp_path / "runs")],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(root)})  # run from elsewhere
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing written

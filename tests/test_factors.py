@@ -171,6 +171,7 @@ def test_k_factor_effects_and_the_claim_by_factor_interaction_match_cell_means()
         claims.claims_table(runs)  # both budgets as repeats of one cell: refused
 
 
+@pytest.mark.trains
 def test_a_four_factor_grid_lists_trains_resumes_and_reports(tmp_path, monkeypatch, capsys):
     """A model-part factor beside the three: 4 variants on synthetic data, one epoch."""
     from fmlab.run import data as data_module

@@ -15,6 +15,8 @@ from fmlab.store import run_store
 from fmlab.core.errors import UsageError
 from fmlab.run.models import Variant
 
+pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
+
 SWEEP = ["--subset", "320", "--test-images", "512", "--shift-images", "100", "--epochs", "1",
          "--batch-size", "32", "--no-tta", "--activation", "relu", "--downsampling", "maxpool",
          "--optimizer", "adam", "--seeds", "0", "--lr-scales", "0.5", "1"]

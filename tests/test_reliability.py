@@ -16,6 +16,8 @@ from fmlab.report import report
 from fmlab.store import run_store
 from fmlab.run.data import prepare_data
 
+pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
+
 ONE = ["--activation", "relu", "--downsampling", "maxpool", "--optimizer", "adam"]
 RUN = "runs/CNN_ReLU_MaxPool_Adam/seed0"
 # The training techniques of the ablation, so that their state (EMA weights inside the
@@ -32,11 +34,16 @@ def start(out):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for_epochs(out, n, process):
-    """Block until history.csv holds n finished epochs (the process must still be running)."""
+def freeze_after_epochs(out, n, process):
+    """Wait for the state "n epochs logged", then freeze the process there (SIGSTOP) and check
+    that it is that state: the signal that follows lands inside epoch n + 1, however slow or
+    fast the machine, instead of racing the next epoch's end."""
     while len(run_store.read_history(out / RUN / run_store.HISTORY)) < n:
         assert process.poll() is None, process.communicate()
-        time.sleep(0.1)
+        time.sleep(0.05)
+    process.send_signal(signal.SIGSTOP)
+    assert len(run_store.read_history(out / RUN / run_store.HISTORY)) == n
+    assert not (out / RUN / run_store.METRICS).exists()
 
 
 def test_ctrl_c_then_kill_9_then_resume(tmp_path, capsys):
@@ -49,17 +56,17 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path, capsys):
     require_real_data()
     out = tmp_path / "out"
     first = start(out)
-    wait_for_epochs(out, 1, first)
+    freeze_after_epochs(out, 1, first)
     first.send_signal(signal.SIGINT)  # Ctrl-C during epoch 2
+    first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=120)
     assert first.returncode == 130
     assert "rerun the same command to resume" in err and "Traceback" not in err
 
     second = start(out)
-    wait_for_epochs(out, 2, second)
+    freeze_after_epochs(out, 2, second)
     second.kill()  # kill -9 during epoch 3: no chance to clean up
     second.communicate(timeout=60)
-    assert not (out / RUN / run_store.METRICS).exists(), "finished before it could be killed"
     leftover = out / ".results.json.killed.tmp"
     leftover.write_text("half-written")
 

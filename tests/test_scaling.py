@@ -15,6 +15,8 @@ from fmlab.run.data import prepare_data
 from fmlab.core.errors import UsageError
 from fmlab.run.models import variant_grid
 
+pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
+
 NAMES = {"CNN_ReLU_Strided_SGD", "CNN_LeakyReLU_Strided_SGD"}
 
 

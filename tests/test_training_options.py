@@ -21,6 +21,8 @@ from fmlab.run.models import Variant, build_model, trainable_params
 from fmlab.run.training import Recipe
 from fmlab.run.training_callbacks import Lookahead
 
+pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
+
 FLAGS = training.setting_names()  # how the runner names settings in refusals
 
 

@@ -27,9 +27,9 @@ from fmlab.report.report_statistics import BEYOND_INTRO, beyond_accuracy, statis
 from fmlab.report.report_study import counted, study_sections
 from fmlab.store.run_store import (atomic_write, extra_factors, format_seconds, load_figure_data, lr_multiplier_of,
                        run_label, settings_of)
-from fmlab.figures.plots import (plot_activation_maps, plot_confusion_matrix, plot_factor_effects,
-                                 plot_filters, plot_gradcam, plot_misclassified,
-                                 plot_per_class_accuracy, plot_training_curves, variant_label)
+from fmlab.figures.best_run import (plot_activation_maps, plot_confusion_matrix, plot_filters,
+                                    plot_gradcam, plot_misclassified)
+from fmlab.figures.plots import plot_factor_effects, plot_per_class_accuracy, plot_training_curves, variant_label
 
 
 @dataclasses.dataclass
@@ -297,7 +297,7 @@ def write_report(output_dir, runs, x_test, progress=None):
                                    if n_seeds > 1 else [])),
          f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
     ]
-    tables, effects, pair_effects, points = statistics_sections(
+    comparison, effects, pair_effects, points = statistics_sections(
         runs, factors, display, tuned=lr_tuning.is_sweep(every_run))
     beyond_tables, beyond_lines, beyond_figures = beyond_accuracy(ok, factors, display, output_dir)
     if effects:
@@ -321,10 +321,10 @@ def write_report(output_dir, runs, x_test, progress=None):
         *[table_section(t) for t in claims_tables[:-1]],
         *([dataclasses.replace(table_section(claims_tables[-1]), figures=claims_figures)]
           if claims_tables else []),
-        *[table_section(t) for t in tables[:-1]],  # variants over seeds, factor effects
+        *[table_section(t) for t in comparison.accuracy],  # variants over seeds, factor effects
         *([Section("What the data support", bullets=effect_lines)] if effect_lines else []),
         *[dataclasses.replace(table_section(t), figures=f) for t, f in study_parts],
-        table_section(tables[-1])]  # convergence speed
+        table_section(comparison.speed)]
     if beyond_tables:
         sections += [Section("Beyond accuracy: calibration and shift robustness",
                              paragraphs=[BEYOND_INTRO], bullets=beyond_lines),

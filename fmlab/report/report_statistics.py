@@ -3,6 +3,8 @@ interactions from the replicated factorial model, convergence speed, calibration
 robustness -- as (title, intro, header, rows) tables, sentences and figures for report.py.
 """
 
+import dataclasses
+
 import numpy as np
 
 from fmlab.stats import factor_analysis as fa
@@ -46,10 +48,17 @@ def effects_table(title, what, effects, pair_effects, display):
              for e in adjusted])
 
 
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The comparison's (title, intro, header, rows) tables: the variants over seeds and the
+    factor effects (accuracy), and the convergence speed (read after the study's sections)."""
+    accuracy: list
+    speed: tuple
+
+
 def statistics_sections(runs, factors, display, tuned=False):
-    """The multi-seed comparison as (title, intro, header, rows) tables, plus the data of the
-    factor-effects figure; empty when there is nothing to compare. tuned: the runs are each
-    variant's at its chosen learning rate, out of a sweep."""
+    """The multi-seed comparison (Comparison), plus the data of the factor-effects figure.
+    tuned: the runs are each variant's at its chosen learning rate, out of a sweep."""
     ok = [r for r in runs if r["status"] == "ok"]
     summary = fa.variant_summary(ok, factors)
     effects, pair_effects = adjusted_effects(ok, factors, "test_accuracy")
@@ -76,13 +85,14 @@ def statistics_sections(runs, factors, display, tuned=False):
             return f"never (0/{entry['n']})"
         return f"{c['epochs']:.1f} ep, {c['seconds'] / 60:.1f} min ({c['reached']}/{entry['n']})"
 
-    tables.append((
+    speed_table = (
         "Convergence speed",
         "Epochs and minutes of training until validation accuracy first reached each level, "
         "mean over the seeds that reached it (how many did, in brackets).",
         ["variant"] + [f"to {100 * t:.0f}% val acc" for t in thresholds],
-        [[e["name"]] + [reached(e, t) for t in thresholds] for e in speed]))
-    return tables, effects, pair_effects, seed_points(ok, summary, "test_accuracy")
+        [[e["name"]] + [reached(e, t) for t in thresholds] for e in speed])
+    return (Comparison(tables, speed_table), effects, pair_effects,
+            seed_points(ok, summary, "test_accuracy"))
 
 
 def seed_points(ok, summary, metric):

@@ -188,9 +188,14 @@ def train_and_evaluate(variant, seed, data, recipe, strategy, run_dir, lr_multip
               "train_seconds": round(sum(r.get("seconds", 0.0) for r in history), 1)}
     best_epoch = run_store.best_logged_epoch(history) if history else None
     losses = [r["loss"] for r in history] + [r["val_loss"] for r in history]
-    if (not history or not np.all(np.isfinite(losses))
-            or best_epoch not in run_store.checkpoint_epochs(run_dir)):
-        record.update(status="failed", reason="loss became NaN or inf (try a lower learning rate)")
+    reason = None
+    if not history or not np.all(np.isfinite(losses)):
+        reason = "loss became NaN or inf (try a lower learning rate)"
+    elif best_epoch not in run_store.checkpoint_epochs(run_dir):
+        reason = (f"the checkpoint of its best epoch ({best_epoch}) is missing from {run_dir} "
+                  "(rerun with --fresh to train it again)")
+    if reason:
+        record.update(status="failed", reason=reason)
         run_store.write_metrics(run_dir, record)
         return record
 

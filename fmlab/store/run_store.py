@@ -1,96 +1,35 @@
-"""Where runs live on disk: the run folder, atomic writes, resumable histories, the results
-table.
+"""The store's face: finished runs and their records, the results table, shards, and which
+planned runs are still to do.
 
-Every run of the grid owns one folder, OUTPUT_DIR/runs/<variant>/seed<S>/ (run_dir; at a
-learning-rate multiplier M other than 1, OUTPUT_DIR/runs/<variant>_lrx<M>/seed<S>/), and is
-finished when its metrics.json exists; this module alone names the files in it. Nothing here
-knows about models beyond saving one: the runner trains, this module makes what it writes
-survive kill -9 and lets several workers share one folder, each taking the slice of the grid
-its --shard, Slurm array index or Kubernetes Job index gives it.
+The folder layout and the kill-safe writes are in fmlab.store.layout, resuming a run in
+fmlab.store.resume; both are re-exported here, so the rest of the lab reads and writes runs
+through this module. Nothing here knows about models beyond saving one: the runner trains,
+the store makes what it writes survive kill -9 and lets several workers share one folder,
+each taking the slice of the grid its --shard, Slurm array index or Kubernetes Job index
+gives it.
 """
 
 import argparse
-import contextlib
 import csv
 import fcntl
 import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from fmlab.core.errors import UsageError
+from fmlab.store.layout import (  # noqa: F401  (re-exported: run_store is the store's face)
+    BACKUP, CHECKPOINT_PATTERN, FIGURE_DATA, HISTORY, METRICS, MODEL, PREDICTIONS, RUNS,
+    SETTINGS, TENSORBOARD, TUNING, atomic_save_npz, atomic_write, lr_multiplier_of,
+    metrics_paths, read_history, run_dir, run_key, runs_folder, temp_file_beside)
+from fmlab.store.resume import (  # noqa: F401  (re-exported)
+    backup_epoch, best_logged_epoch, checkpoint_epochs, checkpoint_path, prepare_resume,
+    remove_leftover_temp_files)
 from fmlab.core.levels import (DEFAULT_LEVEL, DESIGN, LEVELS, MODEL_PARTS, format_value,
                                setting_level, variant_name)
-
-RUNS = "runs"  # OUTPUT_DIR/runs: every run folder of a grid (and TensorBoard's logdir)
-# The files of a run folder
-SETTINGS = "settings.json"        # the Recipe, written when the run starts
-HISTORY = "history.csv"           # one row per finished epoch (CSVLogger): the commit point
-METRICS = "metrics.json"          # the record of a finished (or failed) run, written last
-MODEL = "model.keras"             # the evaluated model
-PREDICTIONS = "predictions.npz"   # test probabilities and labels
-FIGURE_DATA = "figures.npz"       # what the best run's model-dependent figures draw
-BACKUP = "backup"                 # BackupAndRestore's folder
-TENSORBOARD = "tensorboard"
-CHECKPOINT_PATTERN = "best-epoch{epoch:03d}.keras"  # Keras fills in the 1-based epoch
-# OUTPUT_DIR/tuning.json: a --tune-lr study's protocol, the variants whose sweep grows beyond
-# its starting points (absent: every variant's does)
-TUNING = "tuning.json"
-
-
-def runs_folder(output_dir):
-    return Path(output_dir) / RUNS
-
-
-def run_dir(output_dir, name, seed, lr_multiplier=1.0):
-    folder = name if lr_multiplier == 1 else f"{name}_lrx{lr_multiplier:g}"
-    return runs_folder(output_dir) / folder / f"seed{seed}"
-
-
-def metrics_paths(output_dir, seed="*"):
-    """metrics.json of every finished run in output_dir (of one seed if given)."""
-    return sorted(runs_folder(output_dir).glob(f"*/seed{seed}/{METRICS}"))
-
-
-def lr_multiplier_of(run):
-    """A run's point on the learning-rate axis (runs from before the axis: 1)."""
-    return run.get("lr_multiplier", 1.0)
-
-
-def run_key(run):
-    """What identifies a run within a grid: variant, learning-rate multiplier, seed."""
-    return run["name"], lr_multiplier_of(run), run["seed"]
-
-
-def temp_file_beside(path, prefix, suffix):
-    """mkstemp in path's folder, with the permissions open() would give (mkstemp's are 0600,
-    which would hide results from the rest of a shared group)."""
-    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(umask)
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=prefix, suffix=suffix)
-    os.fchmod(fd, 0o666 & ~umask)
-    return fd, tmp
-
-
-def atomic_write(path, text):
-    """Write text to path via a temp file, fsync and rename: never a half-written file."""
-    path = Path(path)
-    fd, tmp = temp_file_beside(path, f".{path.name}.", ".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
 
 def read_wide_sweep(output_dir):
     """The variant names recorded as swept wide in output_dir, or None (every variant)."""
@@ -137,24 +76,6 @@ def carry_wide_sweep(source_dirs, output_dir):
         record_wide_sweep(output_dir, recorded.pop())
 
 
-def atomic_save_npz(path, **arrays):
-    fd, tmp = temp_file_beside(path, ".pred.", ".tmp.npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez_compressed(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_history(path):
-    """Per-epoch rows of CSVLogger's file; after a resume an epoch may repeat: keep the last."""
-    if not Path(path).exists():
-        return []
-    with open(path) as f:
-        rows = {int(r["epoch"]): {k: float(v) for k, v in r.items()} for r in csv.DictReader(f)}
-    return [rows[e] for e in sorted(rows)]
-
-
 RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "lr_multiplier", "peak_lr",
                   "seed", "status", "trainable_params", "downsampling_params", "epochs_run",
                   "best_epoch", "train_accuracy", "train_loss", "val_accuracy", "val_loss",
@@ -162,82 +83,6 @@ RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "lr_multipl
                   "epochs_to_90", "epochs_to_92", "train_eval_accuracy", "generalization_gap",
                   "loss_gap", "never_positive_units", "ece", "shift_consistency",
                   "shift_accuracy_1px", "shift_accuracy_3px", "train_seconds"]
-
-
-def checkpoint_path(run_dir, epoch):
-    return Path(run_dir) / CHECKPOINT_PATTERN.format(epoch=epoch)
-
-
-def checkpoint_epochs(run_dir):
-    """1-based epochs that have a best-so-far checkpoint in run_dir."""
-    return sorted(int(p.stem.removeprefix("best-epoch")) for p in Path(run_dir).glob("best-epoch*.keras"))
-
-
-def best_logged_epoch(rows):
-    """1-based epoch of the highest validation accuracy (the first, on ties: ModelCheckpoint
-    only saves on a strict improvement)."""
-    return 1 + max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy"], -i))
-
-
-def backup_epoch(metadata_path):
-    """The epoch a BackupAndRestore metadata file records, or None when it is missing, empty
-    or truncated (Keras writes it in place, so a kill can leave it so)."""
-    try:
-        epoch = json.loads(Path(metadata_path).read_text())["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return epoch if isinstance(epoch, int) and epoch >= 0 else None
-
-
-def prepare_resume(run_dir, epochs):
-    """Make a run folder consistent after an interruption at any moment; returns the history
-    rows that are kept (empty: start over) and a note for the user, or None.
-
-    Each epoch ends in this order (callbacks): the backup (weights, then
-    training_metadata.json), the best-so-far checkpoint best-epochNNN.keras, the history row;
-    then older checkpoints are deleted. The history row is the commit point. The invariant restored here:
-    every kept row is covered by the backup Keras will restore (its epoch equals the number of
-    kept rows), and the checkpoint of the best kept row exists -- so the checkpoint the run
-    finally evaluates is one of its logged epochs. Checkpoints of epochs that are not kept
-    are deleted; when no consistent state exists, the run starts over.
-    """
-    run_dir = Path(run_dir)
-    history_path, backup = run_dir / HISTORY, run_dir / BACKUP
-    rows, note = read_history(history_path), None
-    if len(rows) >= epochs:
-        keep = len(rows)  # training finished; only evaluation was interrupted
-    else:
-        main = backup_epoch(backup / "training_metadata.json")
-        previous = backup_epoch(backup / "training_metadata.json.bkp")
-        weights = (backup / "latest.weights.h5").exists()
-        if main is not None and weights and main <= len(rows):
-            keep = main
-        elif previous is not None and (backup / "latest.weights.h5.bkp").exists() and previous <= len(rows):
-            # killed while the newest backup was written: its predecessor is whole
-            os.replace(backup / "latest.weights.h5.bkp", backup / "latest.weights.h5")
-            os.replace(backup / "training_metadata.json.bkp", backup / "training_metadata.json")
-            keep, note = previous, f"the newest backup in {backup} was incomplete; resuming from the one before"
-        else:
-            if backup.exists() and (main is None or not weights):
-                note = f"the backup in {backup} is unreadable (killed while it was written?); this run starts over"
-            keep = 0
-        if keep == 0 and backup.exists():
-            shutil.rmtree(backup)
-    kept = rows[:keep]
-    if kept and best_logged_epoch(kept) not in checkpoint_epochs(run_dir):
-        note = f"the best checkpoint of {run_dir} is missing; this run starts over"
-        kept = []
-        shutil.rmtree(backup, ignore_errors=True)
-    if len(kept) < len(rows):
-        with open(history_path) as f:
-            header = f.readline()
-        atomic_write(history_path, header + "".join(
-            ",".join(format_csv_value(r[k]) for k in header.strip().split(",")) + "\n" for r in kept))
-    best = best_logged_epoch(kept) if kept else None
-    for epoch in checkpoint_epochs(run_dir):
-        if epoch != best:  # a checkpoint of an epoch that was not logged, or superseded
-            checkpoint_path(run_dir, epoch).unlink()
-    return kept, note
 
 
 def check_same_settings(recorded, now, where, names=None):
@@ -250,10 +95,6 @@ def check_same_settings(recorded, now, where, names=None):
                          for k in changed)
         raise UsageError(f"{where}: made with {what}; use the same settings, another "
                          f"--output-dir, or --fresh to retrain")
-
-
-def format_csv_value(value):
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
 
 
 def format_seconds(seconds):
@@ -356,17 +197,6 @@ def merged_runs(output_dirs, factors=()):
         examples = "; ".join(f"{r['run_dir']}: {s}" for s, r in settings.items())
         raise UsageError(f"runs with different settings cannot share one report ({examples})")
     return sorted(by_key.values(), key=run_order)
-
-
-def remove_leftover_temp_files(folders, older_than=0.0):
-    """Temp files of a killed process (every atomic write names them '.*.tmp*'): never read,
-    removed so they do not pile up. Only in folders this process owns, or older than
-    older_than seconds where another worker may be writing."""
-    for folder in folders:
-        for path in Path(folder).rglob(".*"):
-            if (".tmp" in path.name and path.is_file()
-                    and time.time() - path.stat().st_mtime >= older_than):
-                path.unlink(missing_ok=True)
 
 
 def extra_factors(runs):
