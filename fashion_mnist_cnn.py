@@ -317,7 +317,9 @@ def report_only(args):
     """--report-only: the report of the finished runs of the given folders (default:
     --output-dir) into --output-dir; trains nothing, loads TensorFlow only to analyse a saved
     model that lacks its analysis."""
-    runs = run_store.merged_runs(args.report_only or [args.output_dir], list(args.factors))
+    folders = args.report_only or [args.output_dir]
+    factors = {**args.factors, **cli.recorded_factors(folders, args.factors)}
+    runs = run_store.merged_runs(folders, list(factors))
     run_store.carry_wide_sweep(args.report_only, args.output_dir)
     return finish(args, Reporter(Context(args.output_dir, args.data_dir)), runs, [], None)
 

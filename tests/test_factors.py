@@ -59,7 +59,7 @@ def test_the_grid_is_the_product_of_every_factor():
     names = [v.name for v in grid]
     assert len(names) == len(set(names)) == 32
     assert "CNN_ReLU_MaxPool_Adam" in names  # every default level: the seed's name
-    assert "CNN_LeakyReLU_Strided_SGD_epochs8_NoBN" in names
+    assert "CNN_LeakyReLU_Strided_SGD_NoBN_epochs8" in names  # model parts first, then settings
     eight = next(v for v in grid if v.name == "CNN_ReLU_MaxPool_Adam_epochs8")
     assert eight.settings() == {"epochs": 8} and eight.parts() == {"batchnorm": True}
     assert fm.recipe_for(Recipe(), eight).epochs == 8
@@ -173,7 +173,8 @@ def test_k_factor_effects_and_the_claim_by_factor_interaction_match_cell_means()
 
 @pytest.mark.trains
 def test_a_four_factor_grid_lists_trains_resumes_and_reports(tmp_path, monkeypatch, capsys):
-    """A model-part factor beside the three: 4 variants on synthetic data, one epoch."""
+    """A model part and a recipe setting as factors beside the three: 4 variants on
+    synthetic data, one epoch; the folder re-renders with --report-only and no --factor."""
     from fmlab.run import data as data_module
 
     monkeypatch.setattr(data_module, "SPLIT_SIZES", {"train": 200, "test": 40})
@@ -181,19 +182,26 @@ def test_a_four_factor_grid_lists_trains_resumes_and_reports(tmp_path, monkeypat
     out = tmp_path / "out"
     argv = ["--data-dir", str(data), "--precision", "float32", "--epochs", "1", "--batch-size", "10",
             "--no-tta", "--shift-images", "10", "--bn-stat-images", "0", "--activation", "relu",
-            "--downsampling", "maxpool", "--optimizer", "adam", "sgd",
+            "--downsampling", "maxpool", "--optimizer", "adam", "--factor", "label_smoothing=0,0.1",
             "--factor", "batchnorm=bn,nobn", "--output-dir", str(out)]
     assert fm.main([*argv, "--list-variants"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert listed == ["CNN_ReLU_MaxPool_Adam", "CNN_ReLU_MaxPool_Adam_NoBN",
-                      "CNN_ReLU_MaxPool_SGD", "CNN_ReLU_MaxPool_SGD_NoBN"]
+                      "CNN_ReLU_MaxPool_Adam_label-smoothing0.1",
+                      "CNN_ReLU_MaxPool_Adam_NoBN_label-smoothing0.1"]
     assert fm.main(argv) == 0
-    saved = json.loads((out / "runs" / "CNN_ReLU_MaxPool_SGD_NoBN" / "seed0" / "metrics.json").read_text())
-    assert saved["batchnorm"] == "nobn" and saved["name"] == "CNN_ReLU_MaxPool_SGD_NoBN"
+    folder = out / "runs" / "CNN_ReLU_MaxPool_Adam_NoBN_label-smoothing0.1" / "seed0"
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["batchnorm"] == "nobn" and saved["label_smoothing"] == "label_smoothing=0.1"
+    assert saved["settings"]["label_smoothing"] == 0.1
     capsys.readouterr()
     assert fm.main(argv) == 0  # resumed: every run finished, nothing trains again
     assert capsys.readouterr().out.count("skip ") == 4
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    assert header[:5] == ["name", "activation", "downsampling", "optimizer", "batchnorm"]
+    assert header[:6] == ["name", "activation", "downsampling", "optimizer", "batchnorm",
+                          "label_smoothing"]
     summary = (out / "summary.md").read_text()
-    assert "| NoBN vs BN |" in summary and "CNN_ReLU_MaxPool_SGD_NoBN" in summary
+    assert "| NoBN vs BN |" in summary and "| label-smoothing0.1 vs label-smoothing0 |" in summary
+    levels.LEVELS.pop("label_smoothing")  # a new process knows no setting factor yet
+    assert fm.main(["--report-only", "--data-dir", str(data), "--output-dir", str(out)]) == 0
+    assert (out / "summary.md").read_text() == summary

@@ -152,8 +152,16 @@ DISPLAY = {name: level.display for levels in LEVELS.values() for name, level in 
 
 def suffix(extra):
     """The part of a variant's name that its extra factors add: each level that is not its
-    factor's default, e.g. ('epochs', 'epochs=8') -> '_epochs8'."""
-    return "".join(f"_{DISPLAY[name]}" for factor, name in extra if name != DEFAULT_LEVEL[factor])
+    factor's default, e.g. ('epochs', 'epochs=8') -> '_epochs8', in suffix_order."""
+    return "".join(f"_{DISPLAY[name]}" for factor, name in sorted(extra, key=suffix_order)
+                   if name != DEFAULT_LEVEL[factor])
+
+
+def suffix_order(factor_level):
+    """The suffixes' one order, whatever order the factors were given in: model parts as
+    MODEL_PARTS lists them, then setting factors by name."""
+    factor = factor_level[0]
+    return (0, list(MODEL_PARTS).index(factor), "") if factor in MODEL_PARTS else (1, 0, factor)
 
 
 def level(factor, name):

@@ -261,8 +261,11 @@ def plot_shift_robustness(curves, consistency, path, max_shift=3):
     curves: list of (run-like dict with activation/downsampling/optimizer, label,
     {shift: accuracy}); consistency: list of (label, [value per seed], (mean, low, high)).
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.6), layout="constrained",
-                                      width_ratios=[1, 1.1])
+    longest = max((len(label) for label, _, _ in consistency), default=0)  # a fourth factor's names
+    wide = longest > 28
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14 + 0.1 * max(0, longest - 28),
+                                                     5.6 + 0.25 * len(curves) * wide),
+                                      layout="constrained", width_ratios=[1, 1.1])
     for run, label, accuracy in curves:
         shifts = sorted(accuracy, key=int)
         left.plot([int(k) for k in shifts], [100 * accuracy[k] for k in shifts], label=label,
@@ -272,7 +275,10 @@ def plot_shift_robustness(curves, consistency, path, max_shift=3):
     left.set_ylabel("test accuracy (%)")
     left.set_title("Accuracy of shifted test images")
     left.grid(alpha=0.3)
-    left.legend(fontsize=8)
+    if wide:  # long names would cover the curves: the legend goes below them
+        left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
+    else:
+        left.legend(fontsize=8)
     plot_seed_points(right, consistency)
     right.margins(x=0.1)
     right.set_xlabel("consistency (%): same class for two random shifts of an image")

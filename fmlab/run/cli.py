@@ -228,3 +228,24 @@ def parse_level(field, word, name):
         return cli.get("type", str)(word)
     except (ValueError, argparse.ArgumentTypeError):
         raise ValueError(f"--factor {name}: {word!r} is not a valid value") from None
+
+
+def recorded_factors(folders, given):
+    """The setting factors the runs of `folders` were trained with (their records name a
+    level such as label_smoothing=0.1) and the model parts they record, beyond those `given`
+    on this command line: setting factors registered with the values the runs' settings hold,
+    so --report-only of a folder made with --factor needs no --factor again.
+    {factor: [level names]}."""
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    values, parts = {}, {}
+    for folder in folders:
+        for run in run_store.finished_runs(folder):
+            for name in fields:
+                if name not in given and isinstance(run.get(name), str) and run[name].startswith(f"{name}="):
+                    values.setdefault(name, set()).add(run_store.settings_of(run)[name])
+            for part in MODEL_PARTS:
+                if part not in given and part in run:
+                    parts.setdefault(part, set()).add(run[part])
+    found = {name: register_setting_factor(name, sorted(v, key=str), fields[name].default)
+             for name, v in values.items()}
+    return {**found, **{part: [lv for lv in MODEL_PARTS[part] if lv in v] for part, v in parts.items()}}
