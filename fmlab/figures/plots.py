@@ -351,7 +351,8 @@ def plot_dying_units(curves, path, probe_images):
     activation and optimizer (colour = optimizer, marker = activation, as in the training
     curves): the mean over runs as a line, their range shaded.
 
-    curves: {(activation, optimizer): {layer: (mean per epoch, min, max)}} (shares in [0, 1]);
+    curves: {(activation, optimizer[, suffix]): {layer: (mean per epoch, min, max)}} (shares
+    in [0, 1]; a suffix, the levels of a factor beyond the three, draws dashed);
     probe_images: how many validation images the shares were measured on.
     """
     layers = list(next(iter(curves.values())))
@@ -359,22 +360,29 @@ def plot_dying_units(curves, path, probe_images):
                              layout="constrained", sharey=True, squeeze=False)
     top = max(100 * c[2].max() for by_layer in curves.values() for c in by_layer.values())
     for ax, layer in zip(axes[0], layers):
-        for (activation, optimizer), by_layer in curves.items():
+        for (activation, optimizer, *extra), by_layer in curves.items():
             mean, low, high = (100 * np.asarray(a) for a in by_layer[layer])
             epochs = np.arange(1, len(mean) + 1)
             color = OPTIMIZER_COLOR[optimizer]
             ax.plot(epochs, mean, marker=ACTIVATION_MARKER[activation], markersize=4,
-                    color=color, linewidth=1.4,
+                    color=color, linewidth=1.4, linestyle="--" if extra else "-",
                     markerfacecolor=color if level_order("activation", activation) == 0 else "white",
-                    label=f"{LEVEL_NAME[activation]} · {LEVEL_NAME[optimizer]}")
+                    label=" · ".join([LEVEL_NAME[activation], LEVEL_NAME[optimizer],
+                                      *(e.replace("_", " · ") for e in extra)]))
             ax.fill_between(epochs, low, high, color=color, alpha=0.12, linewidth=0)
         ax.set_title(f"after {layer.replace('_act', '').replace('act', 'conv')}", fontsize=11)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        last = max(len(c[0]) for by_layer in curves.values() for c in by_layer.values())
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, last + 0.5)
         ax.set_ylim(-0.5, max(5.0, 1.15 * top))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("units never positive (%)")
-    axes[0][0].legend(fontsize=9)
+    if len(curves) > 4:  # a fourth factor's lines: the legend below the panels, not over one
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center",
+                   ncol=min(4, len(curves)), fontsize=9)
+    else:
+        axes[0][0].legend(fontsize=9)
     fig.suptitle("Dying units: share of channels (conv) or neurons (dense) never positive on "
                  f"{probe_images:,} validation images (line: mean over runs, band: their range)",
                  fontsize=11)

@@ -412,18 +412,27 @@ def parameter_claim(runs):
                        f"pooling's {maxpool:,}{share})"}
 
 
+def suffix_of(run):
+    """'NoBN' of CNN_ReLU_MaxPool_Adam_NoBN: the part of the name after the three choices."""
+    parts = run.get("name", "").removeprefix("CNN_").split("_")
+    return "_".join(parts[3:])
+
+
 def dying_curves(runs, layers):
-    """{(activation, optimizer): {layer: (mean share per epoch, min, max over runs)}} from the
-    runs' histories (never_positive_<layer> columns), the registry's level order; runs without
+    """{(activation, optimizer[, suffix]): {layer: (mean share per epoch, min, max over runs)}}
+    from the runs' histories (suffix: the levels of factors beyond the three that the variant's
+    name carries, e.g. 'NoBN') (never_positive_<layer> columns), the registry's level order; runs without
     the columns are left out. Split by optimizer too: how many units die depends on the
     optimizer's step as much as on the activation."""
     groups = {}
     for r in factorial.ok_rows(runs):
         if r.get("history") and f"never_positive_{layers[0]}" in r["history"][0]:
-            groups.setdefault((r["activation"], r["optimizer"]), []).append(r)
+            extra = suffix_of(r)  # a factor beyond the three: its levels stay apart
+            key = (r["activation"], r["optimizer"]) + ((extra,) if extra else ())
+            groups.setdefault(key, []).append(r)
     curves = {}
     for key in sorted(groups, key=lambda k: (level_order("activation", k[0]),
-                                             level_order("optimizer", k[1]))):
+                                             level_order("optimizer", k[1]), k[2:])):
         group = groups[key]
         epochs = min(len(r["history"]) for r in group)
         curves[key] = {}
