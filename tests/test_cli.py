@@ -309,8 +309,8 @@ def test_help_lists_every_recipe_setting(capsys):
         assert training.flag_of(field) in text, field.name
     # the single multiplier's old name works, hidden (one letter from --lr-scales)
     assert "--peak-lr-factor F" in text and not re.search(r"--lr-scale(?!s)", text)
-    assert fm.parse_args(["--lr-scale", "2"]).lr_scale == 2.0 == \
-        fm.parse_args(["--peak-lr-factor", "2"]).lr_scale
+    assert fm.parse_args(["--lr-scale", "2"]).peak_lr_factor == 2.0 == \
+        fm.parse_args(["--peak-lr-factor", "2"]).peak_lr_factor
     # the techniques that are off by default in a group of their own, after the recipe
     recipe, techniques = text.split("\nthe recipe")[1].split("\ntraining techniques, off by default")
     assert "--epochs" in recipe and "--adam-peak-lr" in recipe and "--translate" not in recipe

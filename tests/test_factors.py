@@ -22,7 +22,7 @@ from fmlab.store import run_store
 
 # Keys every settings.json holds (the recipe's first fields); any later field needs a backfill
 FIRST_SETTINGS = {"epochs": 32, "batch_size": 128, "subset": None, "val_fraction": 0.1,
-                  "precision": "float32", "tta": True, "lr_scale": 1.0}
+                  "precision": "float32", "tta": True, "lr_scale": 1.0}  # (peak_lr_factor's old name)
 
 
 def test_level_names_are_unique_and_checked(monkeypatch):
@@ -63,8 +63,8 @@ def test_the_grid_is_the_product_of_every_factor():
     eight = next(v for v in grid if v.name == "CNN_ReLU_MaxPool_Adam_epochs8")
     assert eight.settings() == {"epochs": 8} and eight.parts() == {"batchnorm": True}
     assert fm.recipe_for(Recipe(), eight).epochs == 8
-    scaled = Variant("relu", "maxpool", "sgd", (("lr_scale", levels.register_setting_factor(
-        "lr_scale", [1.0, 2.0], 1.0)[1]),))
+    scaled = Variant("relu", "maxpool", "sgd", (("peak_lr_factor", levels.register_setting_factor(
+        "peak_lr_factor", [1.0, 2.0], 1.0)[1]),))
     assert fm.recipe_for(Recipe(), scaled).sgd_peak_lr == pytest.approx(2 * Recipe().sgd_peak_lr)
 
 

@@ -116,13 +116,13 @@ def test_refusals_name_the_flags_that_exist():
     fields = {f.name: f for f in dataclasses.fields(Recipe)}
     assert training.flag_of(fields["bn_scale"]) == "--no-bn-scale"
     assert training.flag_of(fields["replica_scaling"]) == "--scale-with-replicas"
-    assert training.flag_of(fields["lr_scale"]) == "--peak-lr-factor"
+    assert training.flag_of(fields["peak_lr_factor"]) == "--peak-lr-factor"
     now = dataclasses.asdict(Recipe())
     for changed, message in [({"bn_scale": False}, "bn_scale (--no-bn-scale) False (now True)"),
                              ({"tta": False}, "tta (--no-tta) False (now True)"),
                              ({"replica_scaling": 2},
                               "replica_scaling (--scale-with-replicas) 2 (now 1)"),
-                             ({"lr_scale": 2.0}, "--peak-lr-factor 2.0 (now 1.0)"),
+                             ({"peak_lr_factor": 2.0}, "--peak-lr-factor 2.0 (now 1.0)"),
                              ({"tta_translate": 1}, "tta_translate 1 (now None)")]:
         with pytest.raises(UsageError) as refused:
             run_store.check_same_settings({**now, **changed}, now, "run", FLAGS)

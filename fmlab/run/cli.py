@@ -81,7 +81,7 @@ def build_parser(doc):
         group.add_argument(flag_of(field), dest=field.name,
                            default=cli.pop("cli_default", field.default),
                            help=field.metadata["help"], **cli)
-    recipe.add_argument("--lr-scale", dest="lr_scale", type=float, default=argparse.SUPPRESS,
+    recipe.add_argument("--lr-scale", dest="peak_lr_factor", type=float, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)  # the old name of --peak-lr-factor
     recipe.add_argument("--scale-with-replicas", action="store_true",
                         help="multiply batch size and peak learning rate by the number of "

@@ -63,10 +63,10 @@ class Recipe:
         cli_default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"])
     tta: bool = setting(True, "no horizontal-flip averaging at test time",
                         flag="--no-tta", action="store_false")
-    # (settings.json keeps the name lr_scale; --lr-scale still works, hidden: too close to
-    # --lr-scales, the learning-rate axis)
-    lr_scale: float = setting(1.0, "multiply both peak learning rates (before the --lr-scales "
-                                   "axis)", type=float, flag="--peak-lr-factor", metavar="F")
+    # the recipe's factor on both peaks; a run's own point on the --lr-scales axis is its
+    # lr_multiplier (runs before 2026-12-07 stored this as lr_scale: run_store.settings_of)
+    peak_lr_factor: float = setting(1.0, "multiply both peak learning rates (before the "
+                                         "--lr-scales axis)", type=float, metavar="F")
     # batch and peaks x replicas (linear scaling rule)
     replica_scaling: int = setting(1, "", flag=None, set_by="--scale-with-replicas")
     # Keras' default momentum; only shapes training once statistics are recomputed
@@ -131,7 +131,7 @@ class Recipe:
              f"--subset must be between {10 * len(CLASS_NAMES)} and {SPLIT_SIZES['train']}"),
             (self.bn_stat_images >= 0, "--bn-stat-images must be 0 or more"),
             (0 < self.bn_momentum < 1, "--bn-momentum must be between 0 and 1"),
-            (min(self.lr_scale, self.adam_peak_lr, self.sgd_peak_lr) > 0,
+            (min(self.peak_lr_factor, self.adam_peak_lr, self.sgd_peak_lr) > 0,
              "--peak-lr-factor, --adam-peak-lr and --sgd-peak-lr must be positive"),
             (0 <= self.adamw_weight_decay < 1, "--adamw-weight-decay must be at least 0 and below 1"),
             (0 <= self.sgd_weight_decay < 1, "--sgd-weight-decay must be at least 0 and below 1"),
@@ -155,8 +155,8 @@ class Recipe:
         (grid_precision), else --precision on this machine."""
         derived = {"precision": precision or resolve_precision(args.precision)[0],
                    "replica_scaling": replicas if args.scale_with_replicas else 1,
-                   "adam_peak_lr": args.adam_peak_lr * args.lr_scale,
-                   "sgd_peak_lr": args.sgd_peak_lr * args.lr_scale}
+                   "adam_peak_lr": args.adam_peak_lr * args.peak_lr_factor,
+                   "sgd_peak_lr": args.sgd_peak_lr * args.peak_lr_factor}
         chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
                   if f.name not in derived}
         return cls(**chosen, **derived)
@@ -175,8 +175,8 @@ def recipe_for(recipe, variant):
     (`--factor epochs=8,32`) applied. A factor of the peak-learning-rate factor scales both
     peaks, as --peak-lr-factor does."""
     changes = variant.settings()
-    if "lr_scale" in changes:
-        ratio = changes["lr_scale"] / recipe.lr_scale
+    if "peak_lr_factor" in changes:
+        ratio = changes["peak_lr_factor"] / recipe.peak_lr_factor
         changes.update(adam_peak_lr=recipe.adam_peak_lr * ratio, sgd_peak_lr=recipe.sgd_peak_lr * ratio)
     return dataclasses.replace(recipe, **changes) if changes else recipe
 

@@ -142,8 +142,10 @@ def settings_of(run):
             del settings[key]
     if "replicas" in settings:  # older runs scaled batch and learning rate by the replicas
         settings["replica_scaling"] = settings.pop("replicas")
+    if "lr_scale" in settings:  # the peak factor's name before 2026-12-07
+        settings["peak_lr_factor"] = settings.pop("lr_scale")
     for optimizer, peak in (("adam", 2e-3), ("sgd", 0.05)):  # the peaks before they were recorded
-        settings.setdefault(f"{optimizer}_peak_lr", peak * settings.get("lr_scale", 1.0))
+        settings.setdefault(f"{optimizer}_peak_lr", peak * settings.get("peak_lr_factor", 1.0))
     return settings
 
 
@@ -295,7 +297,8 @@ def runs_to_do(planned, output_dir, settings, fresh, names=None):
             skipped.append((variant, seed, multiplier, done["status"]))
             continue
         if (folder / SETTINGS).exists() and not fresh:  # interrupted: resume only alike
-            check_same_settings(json.loads((folder / SETTINGS).read_text()), settings,
+            check_same_settings(settings_of({"settings": json.loads((folder / SETTINGS).read_text())}),
+                                settings,
                                 f"{folder} (interrupted)", names)
         if fresh and folder.exists():
             shutil.rmtree(folder)
