@@ -212,28 +212,10 @@ def table_section(table, level=2):
     return Section(title, level, paragraphs=[intro], table=(header, rows))
 
 
-def write_report(output_dir, runs, x_test, progress=None):
-    """Every figure, report.html and summary.md from saved runs; returns the figure paths.
-
-    runs: the runner's metrics records, best validation accuracy first, each with its
-    run_dir and history. x_test: the test images (the best run's figures show some).
-    progress: (finished, planned) runs while a grid is still running, for the page's top.
-    With a learning-rate sweep, variants are compared at their chosen multiplier (on
-    validation); the sweep's other runs appear in the tuning section and the runs table.
-    """
-    output_dir, class_names, display = Path(output_dir), CLASS_NAMES, DISPLAY
-    # the design's three choices and any factor beyond them that the runs' records name
-    factors = {**FACTORS, **{f: tuple(LEVELS[f]) for f in extra_factors(runs)}}
-    # runs recorded before the convergence measures existed: the same, from their history
-    every_run = [{**fa.convergence_measures(r.get("history") or []), **r,
-                  "val_accuracy_early": claims.early_accuracy(
-                      r.get("history"), r.get("settings", {}).get("warmup_epochs", 1))}
-                 for r in runs]
-    runs = lr_tuning.tuned_runs(every_run)
-    ok = [r for r in runs if r["status"] == "ok"]
-    if not ok:
-        return []
-    best = ok[0]
+def best_run_figures(best, best_run, x_test, output_dir, class_names=CLASS_NAMES):
+    """The best run's five figures as (path, caption): confusion matrix, first-layer filters,
+    activation maps of a sample image, most confident mistakes and Grad-CAM, drawn from its
+    saved figure data; the figures of a run that was best before are removed."""
     drawn = load_figure_data(best["run_dir"])
     mistakes, explained = drawn["mistakes_index"], drawn["gradcam_index"]
     tag = best["name"]
@@ -241,29 +223,8 @@ def write_report(output_dir, runs, x_test, progress=None):
         for old in output_dir.glob(f"CNN_*_{kind}.png"):
             if old.name != f"{tag}_{kind}.png":
                 old.unlink()
-    multiplier = lr_multiplier_of(best)  # the best run of a tuned grid may be a sweep point
-    best_run = f"seed {best['seed']}" + (f", lr x{multiplier:g}" if multiplier != 1 else "")
     best_title = f"{best['name']} ({best_run}; best on validation)"
-    n_seeds = len({r["seed"] for r in ok})
-    per_variant = mean_over_seeds(ok) if n_seeds > 1 else ok
-    over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
-
-    mean_recall = np.mean([[r["classification_report"][c]["recall"] for c in class_names]
-                           for r in ok], axis=0)
-    hardest = ", ".join(f"{class_names[i]} ({100 * mean_recall[i]:.1f}%)"
-                        for i in np.argsort(mean_recall)[:3])
-    recalls = {}
-    for r in ok:
-        recalls.setdefault(variant_label(r), []).append(
-            [r["classification_report"][c]["recall"] for c in class_names])
-    if n_seeds == 1:
-        recalls = {f"{r_label} (seed {ok[0]['seed']})": v for r_label, v in recalls.items()}
-    figures = [
-        (plot_training_curves(per_variant, output_dir / "model_comparison.png",
-                              f"mean over {n_seeds} seeds per epoch; star: best epoch of the mean "
-                              "validation curve" if n_seeds > 1 else None),
-         f"Training and validation accuracy and loss per epoch for every variant{over}; the "
-         "star marks the epoch with the best validation accuracy, whose checkpoint was evaluated."),
+    return [
         (plot_confusion_matrix(best["confusion_matrix"], class_names,
                                output_dir / f"{tag}_confusion_matrix.png", best_title),
          f"Test-set confusion matrix of {best['name']} ({best_run}): rows are true "
@@ -289,7 +250,55 @@ def write_report(output_dir, runs, x_test, progress=None):
                       f"of the four 3x3 conv layers, after batch norm and activation, 14x14)"),
          f"Where {best['name']} looks: Grad-CAM heat maps (Selvaraju et al. 2017) of the "
          f"predicted class at layer {GRADCAM_LAYER}, for correctly classified images (green "
-         "titles) and the most confident mistakes (red). Warm regions raised the class score."),
+         "titles) and the most confident mistakes (red). Warm regions raised the class score.")
+    ]
+
+
+def write_report(output_dir, runs, x_test, progress=None):
+    """Every figure, report.html and summary.md from saved runs; returns the figure paths.
+
+    runs: the runner's metrics records, best validation accuracy first, each with its
+    run_dir and history. x_test: the test images (the best run's figures show some).
+    progress: (finished, planned) runs while a grid is still running, for the page's top.
+    With a learning-rate sweep, variants are compared at their chosen multiplier (on
+    validation); the sweep's other runs appear in the tuning section and the runs table.
+    """
+    output_dir, class_names, display = Path(output_dir), CLASS_NAMES, DISPLAY
+    # the design's three choices and any factor beyond them that the runs' records name
+    factors = {**FACTORS, **{f: tuple(LEVELS[f]) for f in extra_factors(runs)}}
+    # runs recorded before the convergence measures existed: the same, from their history
+    every_run = [{**fa.convergence_measures(r.get("history") or []), **r,
+                  "val_accuracy_early": claims.early_accuracy(
+                      r.get("history"), r.get("settings", {}).get("warmup_epochs", 1))}
+                 for r in runs]
+    runs = lr_tuning.tuned_runs(every_run)
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        return []
+    best = ok[0]
+    multiplier = lr_multiplier_of(best)  # the best run of a tuned grid may be a sweep point
+    best_run = f"seed {best['seed']}" + (f", lr x{multiplier:g}" if multiplier != 1 else "")
+    n_seeds = len({r["seed"] for r in ok})
+    per_variant = mean_over_seeds(ok) if n_seeds > 1 else ok
+    over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
+
+    mean_recall = np.mean([[r["classification_report"][c]["recall"] for c in class_names]
+                           for r in ok], axis=0)
+    hardest = ", ".join(f"{class_names[i]} ({100 * mean_recall[i]:.1f}%)"
+                        for i in np.argsort(mean_recall)[:3])
+    recalls = {}
+    for r in ok:
+        recalls.setdefault(variant_label(r), []).append(
+            [r["classification_report"][c]["recall"] for c in class_names])
+    if n_seeds == 1:
+        recalls = {f"{r_label} (seed {ok[0]['seed']})": v for r_label, v in recalls.items()}
+    figures = [
+        (plot_training_curves(per_variant, output_dir / "model_comparison.png",
+                              f"mean over {n_seeds} seeds per epoch; star: best epoch of the mean "
+                              "validation curve" if n_seeds > 1 else None),
+         f"Training and validation accuracy and loss per epoch for every variant{over}; the "
+         "star marks the epoch with the best validation accuracy, whose checkpoint was evaluated."),
+        *best_run_figures(best, best_run, x_test, output_dir),
         (plot_per_class_accuracy({k: np.mean(v, axis=0) for k, v in recalls.items()},
                                  class_names, output_dir / "per_class_accuracy.png",
                                  *([f"Per-class test accuracy of every variant, mean over {n_seeds} "
