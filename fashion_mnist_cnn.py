@@ -120,6 +120,10 @@ class Reporter:
     def __call__(self, runs, progress=None):
         if self.x_test is None:
             self.x_test = prepare_test_images(self.context.data_dir)
+        # a factor some records name is every run's: one recorded before it existed is at
+        # its default level (with_factor_levels), so no statistic meets a missing key
+        extra = run_store.extra_factors(runs)
+        runs = [run_store.with_factor_levels(run, extra) for run in runs]
         if any((Path(run["run_dir"]) / run_store.MODEL).exists() for run in runs):
             from fmlab.run.training import complete_saved_run  # a model to analyse: TensorFlow
             runs = [complete_saved_run(run, self.x_test) for run in runs]  # cached after the first time
@@ -128,7 +132,7 @@ class Reporter:
             from fmlab.run import tensorboard_hparams  # runs with TensorBoard logs: list them
             tensorboard_hparams.write_hparams_config(
                 self.context.output_dir, runs,
-                {f: sorted({r[f] for r in runs if f in r}) for f in (*FACTORS, *run_store.extra_factors(runs))})
+                {f: sorted({r[f] for r in runs}) for f in (*FACTORS, *extra)})
         write_report(self.context.output_dir, runs, self.x_test, progress)
         return rows
 
