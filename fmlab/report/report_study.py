@@ -8,7 +8,7 @@ runs, calls both and words the result.
 
 import numpy as np
 
-from fmlab.stats import claims
+from fmlab.stats import claims, factorial
 from fmlab.stats import factor_analysis as fa
 from fmlab.stats import lr_tuning
 from fmlab.store import run_store
@@ -168,7 +168,7 @@ def seed_plan_note(plan):
     s = 100 * plan["smallest"]
     return (f" Seeds: test accuracy's residual standard deviation is {100 * plan['sigma']:.2f} pp "
             f"({plan['df']:.0f} df); with {plan['seeds']} seeds per variant a main effect of "
-            f"±{100 * plan['detectable']:.2f} pp is detected with 80% power at the family-wise "
+            f"±{100 * plan['detectable']:.2f} pp is detected with {factorial.POWER:.0%} power at the family-wise "
             f"level; ±{s:g} pp needs {seeds(plan['needed_family'])} per variant at that level "
             f"({seeds(plan['needed'])} at the 5% level).")
 
@@ -253,7 +253,7 @@ def tuning_section(runs, sensitivity, output_dir):
              "peak (mean over the sweep seeds, the seeds run at every point); the chosen "
              "multiplier has the best validation accuracy and is what every comparison here uses. "
              "'Lost at shared peak': validation accuracy given up at the recipe's peak (x1) "
-             "against the chosen one (pp); 'width': the range of peaks within 0.5 pp of the best, "
+             f"against the chosen one (pp); 'width': the range of peaks within {100 * lr_tuning.TUNING_BAND:g} pp of the best, "
              "in doublings (log2; ≥ where the sweep ends inside it). " + budget
              + winners_curse_note(lr_tuning.winners_curse(runs))
              + failed_at_chosen_note(lr_tuning.failed_at_chosen(runs)),

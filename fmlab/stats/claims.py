@@ -19,7 +19,8 @@ import re
 import numpy as np
 
 from fmlab.stats import factorial
-from fmlab.core.levels import LEVELS, display_name, level_order
+from fmlab.core.levels import LEAKY_SLOPE, LEVELS, display_name, level_order
+from fmlab.stats.lr_tuning import TUNING_BAND
 
 CLAIM_LEVELS = {  # the levels the claims are about; other levels of a grid are left out
     "activation": ("relu", "leakyrelu"),
@@ -35,7 +36,7 @@ VERDICTS = {
                            "interest (an equivalence test, TOST, at the family-wise level)",
     "leans for": "the 95% interval lies above zero, the Bonferroni interval does not",
     "leans against": "the 95% interval lies below zero, the Bonferroni interval does not",
-    "inconclusive": "none of these: the design's detectable effect (80% power, from the "
+    "inconclusive": f"none of these: the design's detectable effect ({factorial.POWER:.0%} power, from the "
                     "pooled residual spread, before looking at the estimate) and the seeds "
                     "that would detect the smallest effect of interest are given, or, where "
                     "the seeds already suffice, the margin the Bonferroni interval spans",
@@ -84,7 +85,7 @@ CLAIMS = [
           "at its tuned peak (pp)", "val_accuracy_early", "optimizer", "adam", "sgd", +1, 0.005,
           EARLY),
     Claim("5b. Adam needs little tuning",
-          "width of the learning-rate range within 0.5 pp of the best (doublings)", "lr_width",
+          f"width of the learning-rate range within {100 * TUNING_BAND:g} pp of the best (doublings)", "lr_width",
           "optimizer", "adam", "sgd", +1, 1.0,
           "A width the sweep did not bound (it stopped at a cap inside the band, or at the last "
           "point before a diverged run) counts at its lower bound, so the effect is then a "
@@ -308,7 +309,7 @@ def verdict(entry, alpha):
             seeds = f"~{needed} seeds would detect ±{s * smallest:g}"
         else:
             seeds = f"more than 50 seeds would be needed for ±{s * smallest:g}"
-        text = (f"inconclusive (this design detects ±{s * detectable:.2f} {unit} with 80% "
+        text = (f"inconclusive (this design detects ±{s * detectable:.2f} {unit} with {factorial.POWER:.0%} "
                 f"power; {seeds})")
     if entry.get("bound"):  # censored widths at their lower bounds: one side's verdicts only
         safe = ("supported", "leans for") if entry["bound"] == "lower" else ("contradicted",
@@ -321,7 +322,7 @@ def verdict(entry, alpha):
             text = f"{text} ({what})"
         else:
             detectable = factorial.detectable_effect(entry["se"], entry["df"], alpha)
-            text = (f"inconclusive (this design detects ±{s * detectable:.2f} {unit} with 80% "
+            text = (f"inconclusive (this design detects ±{s * detectable:.2f} {unit} with {factorial.POWER:.0%} "
                     f"power; {what})")
     if np.isfinite(entry["heterogeneity_p"]) and entry["heterogeneity_p"] < alpha:
         ranked = sorted(entry["contexts"], key=lambda c: c["effect"])
@@ -385,8 +386,8 @@ def leaky_claim(runs):
             "measure": "LeakyReLU units never positive on the held-out images (pp, information)",
             "metric": "never_positive_units", "scale": 100, "effect": share, "exact": True,
             "contexts": [],
-            "why": "With slope 0.1 below zero no LeakyReLU unit has a zero gradient",
-            "verdict": f"true by construction (slope 0.1 below zero: no unit has a zero "
+            "why": f"With slope {LEAKY_SLOPE:g} below zero no LeakyReLU unit has a zero gradient",
+            "verdict": f"true by construction (slope {LEAKY_SLOPE:g} below zero: no unit has a zero "
                        f"gradient); {100 * share:.2f}% of units stay negative on every image, "
                        f"yet keep learning through the leak"}
 
