@@ -61,10 +61,10 @@ def load_tensorflow():
     return tf, keras
 
 
-def write_report(output_dir, runs, x_test, progress=None):
+def write_report(output_dir, runs, x_test, progress=None, wide=None):
     """The report (fmlab.report), imported when first drawn: matplotlib is slow to load."""
     from fmlab.report.report import write_report as draw
-    return draw(output_dir, runs, x_test, progress)
+    return draw(output_dir, runs, x_test, progress, wide)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +133,9 @@ class Reporter:
             tensorboard_hparams.write_hparams_config(
                 self.context.output_dir, runs,
                 {f: sorted({r[f] for r in runs}) for f in (*FACTORS, *extra)})
-        write_report(self.context.output_dir, runs, self.x_test, progress)
+        # the sweep protocol the folder records (tuning.json): which variants swept wide
+        write_report(self.context.output_dir, runs, self.x_test, progress,
+                     run_store.read_wide_sweep(self.context.output_dir))
         return rows
 
 

@@ -124,8 +124,8 @@ def tiny_grid(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_grid")
     drawn = []
 
-    def recording(output_dir, runs, x_test, progress=None):
-        paths = real(output_dir, runs, x_test, progress)
+    def recording(output_dir, runs, x_test, progress=None, wide=None):
+        paths = real(output_dir, runs, x_test, progress, wide)
         drawn.append((progress, (Path(output_dir) / "summary.md").read_text().splitlines()[2],
                       (Path(output_dir) / "report.html").exists()))
         return paths

@@ -254,23 +254,20 @@ def best_run_figures(best, best_run, x_test, output_dir, class_names=CLASS_NAMES
     ]
 
 
-def write_report(output_dir, runs, x_test, progress=None):
+def write_report(output_dir, runs, x_test, progress=None, wide=None):
     """Every figure, report.html and summary.md from saved runs; returns the figure paths.
 
     runs: the runner's metrics records, best validation accuracy first, each with its
     run_dir and history. x_test: the test images (the best run's figures show some).
     progress: (finished, planned) runs while a grid is still running, for the page's top.
+    wide: the variants whose sweeps grew by the protocol (--wide-sweep; None: all of them).
     With a learning-rate sweep, variants are compared at their chosen multiplier (on
     validation); the sweep's other runs appear in the tuning section and the runs table.
     """
     output_dir, class_names, display = Path(output_dir), CLASS_NAMES, DISPLAY
     # the design's three choices and any factor beyond them that the runs' records name
     factors = {**FACTORS, **{f: tuple(LEVELS[f]) for f in extra_factors(runs)}}
-    # runs recorded before the convergence measures existed: the same, from their history
-    every_run = [{**fa.convergence_measures(r.get("history") or []), **r,
-                  "val_accuracy_early": claims.early_accuracy(
-                      r.get("history"), r.get("settings", {}).get("warmup_epochs", 1))}
-                 for r in runs]
+    every_run = claims.with_history_measures(runs)
     runs = lr_tuning.tuned_runs(every_run)
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
@@ -318,7 +315,7 @@ def write_report(output_dir, runs, x_test, progress=None):
             "test accuracy per seed (points) with its mean and interval."))
     effect_lines = [fa.effect_sentence(e, display) for e in effects + pair_effects]
     (claims_tables, claims_figures), study_parts = study_sections(every_run, runs, factors,
-                                                                  output_dir, display)
+                                                                  output_dir, display, wide)
 
     warnings = [w for w in (progress_warning(progress), smoke_check_warning(best.get("settings", {})))
                 if w]

@@ -328,11 +328,12 @@ def speed_and_gap_section(tuned, factors, display):
             ["measure", "comparison", "effect", "95% interval", "residual df"], body)
 
 
-def study_sections(runs, tuned, factors, output_dir, display):
-    """The claims table (or None), then the study's (table, [figures]) parts. runs: every
-    finished run, the sweep's too; tuned: those at each variant's chosen multiplier."""
+def study_sections(runs, tuned, factors, output_dir, display, wide=None):
+    """The claims tables and figures, then the study's (table, [figures]) parts. runs: every
+    finished run, the sweep's too; tuned: those at each variant's chosen multiplier; wide:
+    the variants swept wide (None: all)."""
     parts = []
-    sensitivity = (lr_tuning.sensitivity(runs, wide=run_store.read_wide_sweep(output_dir))
+    sensitivity = (lr_tuning.sensitivity(runs, wide=wide)
                    if lr_tuning.is_sweep(runs) else None)
     if sensitivity:
         table, figure = tuning_section(runs, sensitivity, output_dir)

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from fmlab.stats import factorial
+from fmlab.stats import factor_analysis, factorial
 from fmlab.core.levels import LEAKY_SLOPE, LEVELS, display_name, level_order
 from fmlab.stats.lr_tuning import TUNING_BAND
 
@@ -139,6 +139,16 @@ def censoring_bound(claim, rows):
     # the favoured level's true widths are larger: its contrast is at least the estimate
     at_least = (claim.favoured in censored) == (claim.sign > 0)
     return "lower" if at_least else "upper"
+
+
+def with_history_measures(runs):
+    """The runs with the measures the claims read from their histories: the early validation
+    accuracy (claims 1 and 5a), and the convergence measures for runs recorded before those
+    were stored."""
+    return [{**factor_analysis.convergence_measures(r.get("history") or []), **r,
+             "val_accuracy_early": early_accuracy(r.get("history"),
+                                                  r.get("settings", {}).get("warmup_epochs", 1))}
+            for r in runs]
 
 
 def claim_level_runs(runs):
