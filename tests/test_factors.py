@@ -208,3 +208,13 @@ def test_a_four_factor_grid_lists_trains_resumes_and_reports(tmp_path, monkeypat
     levels.LEVELS.pop("label_smoothing")  # a new process knows no setting factor yet
     assert fm.main(["--report-only", "--data-dir", str(data), "--output-dir", str(out)]) == 0
     assert (out / "summary.md").read_text() == summary
+
+
+def test_every_optimizer_level_has_its_peak_in_the_recipe():
+    """An optimizer level trains at Recipe.<level>_peak_lr, which --peak-lr-factor scales."""
+    from fmlab.run.recipe import PEAKS
+
+    assert sorted(PEAKS) == sorted(f"{name}_peak_lr" for name in levels.LEVELS["optimizer"])
+    args = fm.parse_args(["--peak-lr-factor", "2"])
+    doubled = Recipe.from_args(args, precision="float32")
+    assert all(getattr(doubled, peak) == pytest.approx(2 * getattr(Recipe(), peak)) for peak in PEAKS)

@@ -8,7 +8,9 @@ registry; an unknown level is refused, never replaced by another.
     LEVELS["activation"]["gelu"].build("act1")        # a keras.layers.Activation("gelu")
     python fashion_mnist_cnn.py --activation relu gelu --downsampling maxpool avgpool
 
-To add a level: one entry here (and, for an optimizer, its peak learning rate in the Recipe).
+To add a level: one entry here; for an optimizer also its peak, a Recipe field
+`<level>_peak_lr` (which --peak-lr-factor scales), and that field's value for the runs
+recorded before it in run_store.settings_of (a test holds every field to having one).
 Beyond the three design choices, any Recipe setting becomes a factor on the command line
 (`--factor epochs=8,32`: register_setting_factor), and a model part is one MODEL_PARTS entry
 (`--factor batchnorm=bn,nobn`); a variant's name gains a suffix for each such level away

@@ -155,8 +155,7 @@ class Recipe:
         (grid_precision), else --precision on this machine."""
         derived = {"precision": precision or resolve_precision(args.precision)[0],
                    "replica_scaling": replicas if args.scale_with_replicas else 1,
-                   "adam_peak_lr": args.adam_peak_lr * args.peak_lr_factor,
-                   "sgd_peak_lr": args.sgd_peak_lr * args.peak_lr_factor}
+                   **{peak: getattr(args, peak) * args.peak_lr_factor for peak in PEAKS}}
         chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
                   if f.name not in derived}
         return cls(**chosen, **derived)
@@ -172,14 +171,18 @@ class Recipe:
 
 def recipe_for(recipe, variant):
     """The recipe one variant trains with: the grid's, with its setting factors' levels
-    (`--factor epochs=8,32`) applied. A factor of the peak-learning-rate factor scales both
-    peaks, as --peak-lr-factor does."""
+    (`--factor epochs=8,32`) applied. A factor of the peak-learning-rate factor scales every
+    optimizer's peak, as --peak-lr-factor does."""
     changes = variant.settings()
     if "peak_lr_factor" in changes:
         ratio = changes["peak_lr_factor"] / recipe.peak_lr_factor
-        changes.update(adam_peak_lr=recipe.adam_peak_lr * ratio, sgd_peak_lr=recipe.sgd_peak_lr * ratio)
+        changes.update({peak: getattr(recipe, peak) * ratio for peak in PEAKS})
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
+
+# Every optimizer's peak: a field <level>_peak_lr per optimizer level (levels.LEVELS), which
+# --peak-lr-factor scales.
+PEAKS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name.endswith("_peak_lr"))
 
 # --quick: the same outputs in minutes, in a folder of its own (a smoke check, not results)
 QUICK = dict(subset=4000, epochs=3, batch_size=32, shift_images=2000)
