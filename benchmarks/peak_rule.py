@@ -102,7 +102,7 @@ def simulate(curves, sigma, draws, rng):
 
 def table(curves, sigma, draws, seed):
     """The simulation's table, and the rule with the highest hit rate averaged over the
-    scenarios (the criterion, fixed before the draws: mean cost breaks a tie)."""
+    scenarios (the criterion; mean cost breaks a tie)."""
     rng = np.random.default_rng(seed)
     scores = {rule: [] for rule in lr_tuning.PEAK_RULES}
     lines = ["| noise SD (pp) | noise-free curve | rule | within one doubling | mean cost (pp) "
