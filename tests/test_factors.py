@@ -17,7 +17,7 @@ from fmlab.core.errors import UsageError
 from fmlab.run import models
 from fmlab.run.models import Variant, variant_grid
 from fmlab.run.training import Recipe
-from fmlab.stats import claims, factorial
+from fmlab.stats import claims, claims_by_factor, factorial
 from fmlab.store import run_store
 
 # Keys every settings.json holds (the recipe's first fields); any later field needs a backfill
@@ -155,7 +155,7 @@ def test_k_factor_effects_and_the_claim_by_factor_interaction_match_cell_means()
     assert budget["effect"] == pytest.approx(by_hand, abs=1e-12)
     assert design.df == 16 * 3 - 16 - 2  # 16 cells, 3 seeds as blocks
     # claim 6a (SGD better on test) at each budget, and its change between them
-    result = claims.claims_by_level(runs, "epochs")
+    result = claims_by_factor.claims_by_level(runs, "epochs")
     six = {lv: next(e for e in rows if e["claim"].startswith("6a")) for lv, rows in result["levels"].items()}
     assert six["epochs=8"]["effect"] == pytest.approx(mean["sgd", "epochs=8"] - mean["adam", "epochs=8"], abs=1e-12)
     assert six["epochs=32"]["verdict"].startswith("contradicted")

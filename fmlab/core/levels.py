@@ -159,6 +159,12 @@ def suffix(extra):
                    if name != DEFAULT_LEVEL[factor])
 
 
+def name_suffix(name):
+    """'NoBN_epochs8' of CNN_ReLU_MaxPool_Adam_NoBN_epochs8: what a variant's name carries
+    after the design's three levels ('' for the seed's own variants)."""
+    return "_".join(name.removeprefix("CNN_").split("_")[len(DESIGN):])
+
+
 def suffix_order(factor_level):
     """The suffixes' one order, whatever order the factors were given in: model parts as
     MODEL_PARTS lists them, then setting factors by name."""

@@ -1,6 +1,6 @@
 """The figures that compare variants: training curves, per-class accuracy, factor effects,
-calibration, shift robustness, learning-rate sensitivity, dying units, the claims' forest
-plot and the epoch frontier (the best run's own figures are in best_run).
+calibration, shift robustness, learning-rate sensitivity, dying units and the epoch frontier
+(the best run's own figures are in best_run, the claims' in claims).
 
 Plot functions take data (arrays, dicts of per-epoch rows) and a path, write one PNG and
 return the path; they never train or compute statistics, so `--report-only` can redraw all
@@ -10,8 +10,6 @@ A figure is drawn only when what it shows changed (figure_cache: a digest of its
 this file in the PNG's metadata). The report is redrawn as the runs of a grid finish; most of
 its figures stay the same from one run to the next.
 """
-
-import textwrap
 
 import matplotlib
 
@@ -23,7 +21,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from fmlab.stats import factor_analysis as fa  # noqa: E402
 from fmlab.figures.figure_cache import drawn_only_when_changed, save_figure  # noqa: E402
-from fmlab.core.levels import DISPLAY, LEVELS, level_order  # noqa: E402
+from fmlab.core.levels import DISPLAY, LEVELS, level_order, name_suffix  # noqa: E402
 from fmlab.store.run_store import run_label  # noqa: E402
 
 # Curves stay apart by encoding the three factors, not by arbitrary colours: every level's
@@ -54,7 +52,7 @@ def style_of(run):
 
 def has_suffix(run):
     """Whether the variant's name carries an extra factor's level (CNN_A_D_O_suffix)."""
-    return run.get("name", "").removeprefix("CNN_").count("_") > 2
+    return bool(name_suffix(run.get("name", "")))
 
 
 def channels_title(runs):
@@ -386,45 +384,6 @@ def plot_dying_units(curves, path, probe_images):
     fig.suptitle("Dying units: share of channels (conv) or neurons (dense) never positive on "
                  f"{probe_images:,} validation images (line: mean over runs, band: their range)",
                  fontsize=11)
-    return save_figure(fig, path)
-
-
-@drawn_only_when_changed
-def plot_claims(entries, path):
-    """A forest plot: one block per tested claim, its effect in each context (95% interval)
-    and averaged over them (Bonferroni interval, thick), a zero line and the band of +- the
-    smallest effect of interest; each block on its own scale (claims differ in unit).
-
-    entries: claims.claims_table rows with modelled intervals (effect, low, high, family_low,
-    family_high, smallest, scale, contexts [{label, effect, low, high}]).
-    """
-    tested = [e for e in entries if e.get("modelled")]
-    fig, axes = plt.subplots(len(tested), 1, figsize=(9, 1.0 + 1.55 * len(tested)),
-                             layout="constrained", squeeze=False)
-    for ax, e in zip(axes[:, 0], tested):
-        s = e["scale"]
-        rows = [(c["label"], c["effect"], c["low"], c["high"], False) for c in e["contexts"]]
-        rows.append(("average", e["effect"], e["family_low"], e["family_high"], True))
-        ys = np.arange(len(rows))[::-1]
-        ax.axvspan(-s * e["smallest"], s * e["smallest"], color="#bbbbbb", alpha=0.35,
-                   linewidth=0)
-        ax.axvline(0, color="#555555", linestyle="--", linewidth=1)
-        for y, (label, effect, low, high, average) in zip(ys, rows):
-            color = "black" if average else "#1f77b4"
-            if np.isfinite(low):
-                ax.plot([s * low, s * high], [y, y], color=color, linewidth=3.2 if average else 1.4)
-                if average:
-                    ax.plot([s * e["low"], s * e["high"]], [y, y], color="#ff7f0e", linewidth=1.4)
-            ax.plot(s * effect, y, "D" if average else "o", color=color, markersize=6 if average else 4)
-        ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
-        ax.set_title(e["claim"], fontsize=9.5, loc="left", fontweight="bold")
-        ax.set_xlabel(textwrap.shorten(e["measure"], 110, placeholder="..."), fontsize=8.5)
-        ax.grid(axis="x", alpha=0.3)
-        ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle("The claims in every context; right of zero is what the claim says\n"
-                 "blue: each context's effect, 95% interval; black: the average, Bonferroni "
-                 "interval (orange: its 95%); grey: +- the smallest effect of interest",
-                 fontsize=9.5)
     return save_figure(fig, path)
 
 

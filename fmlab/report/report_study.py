@@ -8,15 +8,15 @@ runs, calls both and words the result.
 
 import numpy as np
 
-from fmlab.stats import claims, factorial
+from fmlab.stats import claims, claims_by_factor, factorial
 from fmlab.stats import factor_analysis as fa
 from fmlab.stats import lr_tuning
 from fmlab.store import run_store
 from fmlab.measures.model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
 from fmlab.core.levels import DEFAULT_LEVEL, LEVELS
 from fmlab.report.wording import counted, format_interval
-from fmlab.figures.claims_by_level import plot_claims_by_level
-from fmlab.figures.plots import plot_claims, plot_dying_units, plot_lr_sensitivity, variant_label
+from fmlab.figures.claims import plot_claims, plot_claims_by_level
+from fmlab.figures.plots import plot_dying_units, plot_lr_sensitivity, variant_label
 
 
 def claims_section(tuned, factors, sensitivity, output_dir):
@@ -36,7 +36,7 @@ def claims_section(tuned, factors, sensitivity, output_dir):
         present = [lv for lv in LEVELS[other] if any(r.get(other) == lv for r in ok)]
         held[other] = DEFAULT_LEVEL[other] if DEFAULT_LEVEL[other] in present else present[0]
     tuned = [r for r in tuned if all(r.get(f) == lv for f, lv in held.items())]
-    result = claims.claims_by_level(tuned, factor, sensitivity)
+    result = claims_by_factor.claims_by_level(tuned, factor, sensitivity)
     tables = []
     for level, rows in result["levels"].items():
         at = [r for r in tuned if r.get(factor) == level]

@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from fmlab.stats import factor_analysis, factorial
-from fmlab.core.levels import LEAKY_SLOPE, LEVELS, display_name, level_order
+from fmlab.core.levels import LEAKY_SLOPE, display_name, level_order, name_suffix
 from fmlab.stats.lr_tuning import TUNING_BAND
 
 CLAIM_LEVELS = {  # the levels the claims are about; other levels of a grid are left out
@@ -155,7 +155,7 @@ def claim_level_runs(runs):
     """The finished runs of the seed's levels only (a grid with GELU or average pooling too
     tests the classic claims on the classic variants). Runs of two levels of a factor beyond
     the three (two names for one cell of the design) would enter the model as repeats of
-    that cell: ValueError; claims_by_level splits them first."""
+    that cell: ValueError; claims_by_factor.claims_by_level splits them first."""
     kept = [r for r in factorial.ok_rows(runs)
             if all(r.get(f) in levels for f, levels in CLAIM_LEVELS.items())]
     names = {}
@@ -166,53 +166,6 @@ def claim_level_runs(runs):
         raise ValueError(f"the claims take one level of each factor beyond the design's three; "
                          f"these runs mix levels: {', '.join(mixed[0])}")
     return kept
-
-
-def claims_by_level(runs, factor, sensitivity=None, confidence=factorial.CONFIDENCE):
-    """The claims at every level of a factor beyond the design's three (e.g. the training
-    budget), and each claim's interaction with it: {"levels": {level: claims_table},
-    "interactions": [entry per claim]}. An interaction entry is the claim's signed effect at
-    each non-reference level minus at the reference level (the factor's first), from one
-    factorial model over every level with seeds as blocks, with Bonferroni intervals and
-    Holm p values over the claims ("does the verdict depend on the factor?"). 5b (one seed
-    per variant) has no interaction test."""
-    present = {r[factor] for r in runs if factor in r}
-    levels = [level for level in LEVELS[factor] if level in present]  # the registry's order
-    tables = {}
-    for level in levels:
-        at = [r for r in runs if r.get(factor) == level]
-        names = {r["name"] for r in at}
-        tables[level] = claims_table(at, [e for e in sensitivity or [] if e["name"] in names]
-                                     or None, confidence)
-    entries = []
-    ok = [r for r in factorial.ok_rows(runs) if all(r.get(f) in v for f, v in CLAIM_LEVELS.items())]
-    for claim in CLAIMS:
-        if claim.metric == "lr_width" or len(levels) < 2:
-            continue
-        factors = {f: ((claim.other, claim.favoured) if f == claim.factor else v)
-                   for f, v in CLAIM_LEVELS.items()}
-        rows = ok
-        if claim.favoured == claim.other:  # a level's own value (2a): the factor's effect on it
-            rows = [r for r in ok if r[claim.factor] == claim.favoured]
-            del factors[claim.factor]
-        design = factorial.fit(rows, {**factors, factor: tuple(levels)}, claim.metric)
-        if design.result is None or factor not in design.factors:
-            continue
-        if claim.favoured == claim.other:
-            found = [e for e in factorial.main_effects(design) if e["factor"] == factor]
-        else:
-            found = [e for e in factorial.interactions(design)
-                     if {e["factor"], e["by"]} == {claim.factor, factor}]
-        for e in found:
-            level = e["level"] if e["factor"] == factor else e["by_level"]
-            effect = claim.sign * e["effect"]
-            entries.append({"claim": claim.label, "level": level, "reference": levels[0],
-                            "effect": effect, "se": e["se"], "df": e["df"], "scale": claim.scale,
-                            **factorial.interval({**e, "effect": effect})})
-    for entry, wide in zip(entries, factorial.family_adjusted(entries, confidence)):
-        entry.update(family_low=wide["family_low"], family_high=wide["family_high"],
-                     p_holm=wide["p_holm"], depends=wide["family_low"] > 0 or wide["family_high"] < 0)
-    return {"levels": tables, "interactions": entries}
 
 
 def seed_plan(rows, family, smallest=0.002, confidence=factorial.CONFIDENCE):
@@ -423,12 +376,6 @@ def parameter_claim(runs):
                        f"pooling's {maxpool:,}{share})"}
 
 
-def suffix_of(run):
-    """'NoBN' of CNN_ReLU_MaxPool_Adam_NoBN: the part of the name after the three choices."""
-    parts = run.get("name", "").removeprefix("CNN_").split("_")
-    return "_".join(parts[3:])
-
-
 def dying_curves(runs, layers):
     """{(activation, optimizer[, suffix]): {layer: (mean share per epoch, min, max over runs)}}
     from the runs' histories (suffix: the levels of factors beyond the three that the variant's
@@ -438,7 +385,7 @@ def dying_curves(runs, layers):
     groups = {}
     for r in factorial.ok_rows(runs):
         if r.get("history") and f"never_positive_{layers[0]}" in r["history"][0]:
-            extra = suffix_of(r)  # a factor beyond the three: its levels stay apart
+            extra = name_suffix(r.get("name", ""))  # a factor beyond the three: its levels stay apart
             key = (r["activation"], r["optimizer"]) + ((extra,) if extra else ())
             groups.setdefault(key, []).append(r)
     curves = {}

@@ -1,6 +1,6 @@
-"""The claims at every level of a factor beyond the design's three (e.g. the training budget):
-one panel per tested claim, its average effect at each level with the Bonferroni and 95%
-intervals, so a verdict that depends on the level is seen at a glance."""
+"""The claims' figures: the forest plot of every tested claim in each context, and the claims
+at every level of a factor beyond the design's three (e.g. the training budget), so a
+verdict that depends on the level is seen at a glance."""
 
 import textwrap
 
@@ -13,6 +13,45 @@ import numpy as np  # noqa: E402
 from fmlab.figures.figure_cache import drawn_only_when_changed, save_figure  # noqa: E402
 
 LEVEL_COLORS = ["#1b9e77", "#7570b3", "#d95f02", "#e7298a"]
+
+
+@drawn_only_when_changed
+def plot_claims(entries, path):
+    """A forest plot: one block per tested claim, its effect in each context (95% interval)
+    and averaged over them (Bonferroni interval, thick), a zero line and the band of +- the
+    smallest effect of interest; each block on its own scale (claims differ in unit).
+
+    entries: claims.claims_table rows with modelled intervals (effect, low, high, family_low,
+    family_high, smallest, scale, contexts [{label, effect, low, high}]).
+    """
+    tested = [e for e in entries if e.get("modelled")]
+    fig, axes = plt.subplots(len(tested), 1, figsize=(9, 1.0 + 1.55 * len(tested)),
+                             layout="constrained", squeeze=False)
+    for ax, e in zip(axes[:, 0], tested):
+        s = e["scale"]
+        rows = [(c["label"], c["effect"], c["low"], c["high"], False) for c in e["contexts"]]
+        rows.append(("average", e["effect"], e["family_low"], e["family_high"], True))
+        ys = np.arange(len(rows))[::-1]
+        ax.axvspan(-s * e["smallest"], s * e["smallest"], color="#bbbbbb", alpha=0.35,
+                   linewidth=0)
+        ax.axvline(0, color="#555555", linestyle="--", linewidth=1)
+        for y, (label, effect, low, high, average) in zip(ys, rows):
+            color = "black" if average else "#1f77b4"
+            if np.isfinite(low):
+                ax.plot([s * low, s * high], [y, y], color=color, linewidth=3.2 if average else 1.4)
+                if average:
+                    ax.plot([s * e["low"], s * e["high"]], [y, y], color="#ff7f0e", linewidth=1.4)
+            ax.plot(s * effect, y, "D" if average else "o", color=color, markersize=6 if average else 4)
+        ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
+        ax.set_title(e["claim"], fontsize=9.5, loc="left", fontweight="bold")
+        ax.set_xlabel(textwrap.shorten(e["measure"], 110, placeholder="..."), fontsize=8.5)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle("The claims in every context; right of zero is what the claim says\n"
+                 "blue: each context's effect, 95% interval; black: the average, Bonferroni "
+                 "interval (orange: its 95%); grey: +- the smallest effect of interest",
+                 fontsize=9.5)
+    return save_figure(fig, path)
 
 
 @drawn_only_when_changed

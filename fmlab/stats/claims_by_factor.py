@@ -1,0 +1,58 @@
+"""The classic claims at every level of a factor beyond the design's three (the training
+budget, batch norm on or off, ...), and whether each verdict depends on it: the claim x
+factor interaction of one factorial model over every level, read together over the claims.
+
+Pure statsmodels on the runner's records (fmlab.stats.claims defines the claims); no Keras,
+no drawing.
+"""
+
+from fmlab.core.levels import LEVELS
+from fmlab.stats import factorial
+from fmlab.stats.claims import CLAIM_LEVELS, CLAIMS, claims_table
+
+
+def claims_by_level(runs, factor, sensitivity=None, confidence=factorial.CONFIDENCE):
+    """The claims at every level of a factor beyond the design's three (e.g. the training
+    budget), and each claim's interaction with it: {"levels": {level: claims_table},
+    "interactions": [entry per claim]}. An interaction entry is the claim's signed effect at
+    each non-reference level minus at the reference level (the factor's first), from one
+    factorial model over every level with seeds as blocks, with Bonferroni intervals and
+    Holm p values over the claims ("does the verdict depend on the factor?"). 5b (one seed
+    per variant) has no interaction test."""
+    present = {r[factor] for r in runs if factor in r}
+    levels = [level for level in LEVELS[factor] if level in present]  # the registry's order
+    tables = {}
+    for level in levels:
+        at = [r for r in runs if r.get(factor) == level]
+        names = {r["name"] for r in at}
+        tables[level] = claims_table(at, [e for e in sensitivity or [] if e["name"] in names]
+                                     or None, confidence)
+    entries = []
+    ok = [r for r in factorial.ok_rows(runs) if all(r.get(f) in v for f, v in CLAIM_LEVELS.items())]
+    for claim in CLAIMS:
+        if claim.metric == "lr_width" or len(levels) < 2:
+            continue
+        factors = {f: ((claim.other, claim.favoured) if f == claim.factor else v)
+                   for f, v in CLAIM_LEVELS.items()}
+        rows = ok
+        if claim.favoured == claim.other:  # a level's own value (2a): the factor's effect on it
+            rows = [r for r in ok if r[claim.factor] == claim.favoured]
+            del factors[claim.factor]
+        design = factorial.fit(rows, {**factors, factor: tuple(levels)}, claim.metric)
+        if design.result is None or factor not in design.factors:
+            continue
+        if claim.favoured == claim.other:
+            found = [e for e in factorial.main_effects(design) if e["factor"] == factor]
+        else:
+            found = [e for e in factorial.interactions(design)
+                     if {e["factor"], e["by"]} == {claim.factor, factor}]
+        for e in found:
+            level = e["level"] if e["factor"] == factor else e["by_level"]
+            effect = claim.sign * e["effect"]
+            entries.append({"claim": claim.label, "level": level, "reference": levels[0],
+                            "effect": effect, "se": e["se"], "df": e["df"], "scale": claim.scale,
+                            **factorial.interval({**e, "effect": effect})})
+    for entry, wide in zip(entries, factorial.family_adjusted(entries, confidence)):
+        entry.update(family_low=wide["family_low"], family_high=wide["family_high"],
+                     p_holm=wide["p_holm"], depends=wide["family_low"] > 0 or wide["family_high"] < 0)
+    return {"levels": tables, "interactions": entries}
