@@ -171,6 +171,22 @@ def test_k_factor_effects_and_the_claim_by_factor_interaction_match_cell_means()
         claims.claims_table(runs)  # both budgets as repeats of one cell: refused
 
 
+
+def test_a_level_with_one_seed_reports_its_table_without_a_figure(tmp_path):
+    """A budget whose seeds 1-4 are still training: the other budget's claims are tested, the
+    one-seed level's are not, and no figure sets them side by side (nothing to draw)."""
+    from fmlab.report import report_study
+
+    runs = [r for r in budget_runs() if r["epochs"] == "epochs=32" or r["seed"] == 0]
+    tables, figures = report_study.claims_section(runs, [*levels.FACTORS, "epochs"], None, tmp_path)
+    assert figures == [] and not list(tmp_path.iterdir())
+    verdicts = {t[0]: {row[0][:2]: row[-1] for row in t[3]} for t in tables}
+    assert verdicts["The classic claims, tested at epochs 8"]["6a"].startswith("no verdict: one seed")
+    assert verdicts["The classic claims, tested at epochs 32"]["6a"] == "contradicted"
+    assert verdicts["Does the verdict depend on epochs?"]["6a"].startswith("yes")
+    full, _ = report_study.claims_section(budget_runs(), [*levels.FACTORS, "epochs"], None, tmp_path)
+    assert (tmp_path / "claims_by_epochs.png").exists() and len(full) == 3
+
 @pytest.mark.trains
 def test_a_four_factor_grid_lists_trains_resumes_and_reports(tmp_path, monkeypatch, capsys):
     """A model part and a recipe setting as factors beside the three: 4 variants on

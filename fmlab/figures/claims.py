@@ -54,15 +54,23 @@ def plot_claims(entries, path):
     return save_figure(fig, path)
 
 
+def tested_at_every_level(tables):
+    """The claims the model tests at every level of {level: claims_table} (in the claims'
+    order): those a figure of the claims by level can set side by side."""
+    rows = list(tables.values())
+    return [e["claim"] for e in rows[0] if e.get("modelled") and all(
+        any(f["claim"] == e["claim"] and f.get("modelled") for f in other) for other in rows[1:])] if rows else []
+
+
 @drawn_only_when_changed
 def plot_claims_by_level(by_level, display, path, factor):
     """by_level: {level: claims.claims_table rows}; display: {level: its label}. One panel per
     claim tested at every level: a row per level with its effect (marker), 95% interval (thin)
     and Bonferroni interval (thick), zero (dashed) and +- the smallest effect of interest (grey)."""
     levels = list(by_level)
-    claims = [e["claim"] for e in by_level[levels[0]] if e.get("modelled")
-              and all(any(f["claim"] == e["claim"] and f.get("modelled") for f in by_level[lv])
-                      for lv in levels)]
+    claims = tested_at_every_level(by_level)
+    if not claims:
+        raise ValueError("no claim is tested at every level: nothing to draw")
     fig, axes = plt.subplots(len(claims), 1, figsize=(9, 0.9 + (0.45 * len(levels) + 0.75) * len(claims)),
                              layout="constrained", squeeze=False)
     for ax, claim in zip(axes[:, 0], claims):

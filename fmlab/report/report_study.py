@@ -15,7 +15,7 @@ from fmlab.store import run_store
 from fmlab.measures.model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
 from fmlab.core.levels import DEFAULT_LEVEL, LEVELS
 from fmlab.report.wording import counted, format_interval
-from fmlab.figures.claims import plot_claims, plot_claims_by_level
+from fmlab.figures.claims import plot_claims, plot_claims_by_level, tested_at_every_level
 from fmlab.figures.plots import plot_dying_units, plot_lr_sensitivity, variant_label
 
 
@@ -49,6 +49,7 @@ def claims_section(tuned, factors, sensitivity, output_dir):
     figures = []
     if result["interactions"]:
         tables.append(dependence_table(result, factor))
+    if tested_at_every_level(result["levels"]):
         figures.append((
             plot_claims_by_level(result["levels"], {lv: LEVELS[factor][lv].described for lv in result["levels"]},
                                  output_dir / f"claims_by_{factor}.png", factor),
