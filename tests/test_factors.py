@@ -184,6 +184,8 @@ def test_a_level_with_one_seed_reports_its_table_without_a_figure(tmp_path):
     assert verdicts["The classic claims, tested at epochs 8"]["6a"].startswith("no verdict: one seed")
     assert verdicts["The classic claims, tested at epochs 32"]["6a"] == "contradicted"
     assert verdicts["Does the verdict depend on epochs?"]["6a"].startswith("yes")
+    six = next(row for row in tables[-1][3] if row[0].startswith("6a"))
+    assert six[1].endswith("(no verdict)") and six[2].endswith("(contradicted)")
     full, _ = report_study.claims_section(budget_runs(), [*levels.FACTORS, "epochs"], None, tmp_path)
     assert (tmp_path / "claims_by_epochs.png").exists() and len(full) == 3
 

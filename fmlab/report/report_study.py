@@ -14,7 +14,7 @@ from fmlab.stats import lr_tuning
 from fmlab.store import run_store
 from fmlab.measures.model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
 from fmlab.core.levels import DEFAULT_LEVEL, LEVELS
-from fmlab.report.wording import counted, format_interval
+from fmlab.report.wording import counted, format_interval, short_verdict
 from fmlab.figures.claims import plot_claims, plot_claims_by_level, tested_at_every_level
 from fmlab.figures.plots import plot_dying_units, plot_lr_sensitivity, variant_label
 
@@ -67,7 +67,8 @@ def dependence_table(result, factor):
         s = e["scale"]
         at = {lv: next((r for r in result["levels"][lv] if r["claim"] == e["claim"]), None)
               for lv in (e["reference"], e["level"])}
-        effects = [f"{s * r['effect']:+.2f}" if r and "effect" in r else "–" for r in at.values()]
+        effects = [f"{s * r['effect']:+.2f} ({short_verdict(r['verdict'])})" if r and "effect" in r
+                   else "–" for r in at.values()]
         depends = (f"yes (Holm p = {e['p_holm']:.2g})" if e["depends"]
                    else f"not shown (Holm p = {e['p_holm']:.2g})")
         body.append([e["claim"], *effects, f"{s * e['effect']:+.2f}",
@@ -77,14 +78,15 @@ def dependence_table(result, factor):
     intro = (f"How each claim's effect changes with {factor}: the claim x {factor} interaction "
              f"of one factorial model over every level (the design's three choices, {factor} "
              f"and seeds as blocks, OLS): the claim's signed effect at a level minus at "
-             f"{reference}. *Depends on {factor}*: the Bonferroni interval over the "
+             f"{reference}; beside it, each level's effect and verdict from that level's own "
+             f"claims table. *Depends on {factor}*: the Bonferroni interval over the "
              f"{len(result['interactions'])} tests excludes zero. 'Not shown' is not 'the "
              f"same': the interval says how large a dependence the data leave open. 5b (one "
              f"seed per variant) has no test.")
-    head = ["claim", *[f"effect at {LEVELS[factor][lv].described}" for lv in (levels[0], levels[-1])],
+    head = ["claim", *[f"effect (verdict) at {LEVELS[factor][lv].described}" for lv in (levels[0], levels[-1])],
             "difference", "95% interval", f"Bonferroni (x{len(result['interactions'])})",
             f"depends on {factor}"] if len(levels) == 2 else [
-        "claim", "effect at reference", "effect at level", "difference", "95% interval",
+        "claim", "effect (verdict) at reference", "effect (verdict) at level", "difference", "95% interval",
         f"Bonferroni (x{len(result['interactions'])})", f"depends on {factor}"]
     return (f"Does the verdict depend on {factor}?", intro, head, body)
 

@@ -1,5 +1,7 @@
 """How the report writes numbers and counts (one place for each phrase the sections share)."""
 
+import re
+
 import numpy as np
 
 
@@ -20,3 +22,9 @@ def significance_words(effect):
     if effect["family_significant"]:
         return "significant, also after Bonferroni"
     return "significant at 95%, not after Bonferroni" if effect["significant"] else "not significant"
+
+
+def short_verdict(verdict):
+    """A verdict's words without its reasons: 'inconclusive (this design detects ...)' ->
+    'inconclusive', 'no practical effect (within ...); leans for' -> 'no practical effect'."""
+    return re.split(r" \(|;|:", verdict, maxsplit=1)[0]
