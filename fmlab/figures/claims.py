@@ -63,10 +63,11 @@ def tested_at_every_level(tables):
 
 
 @drawn_only_when_changed
-def plot_claims_by_level(by_level, display, path, factor):
+def plot_claims_by_level(by_level, display, path, factor, interactions=()):
     """by_level: {level: claims.claims_table rows}; display: {level: its label}. One panel per
     claim tested at every level: a row per level with its effect (marker), 95% interval (thin)
-    and Bonferroni interval (thick), zero (dashed) and +- the smallest effect of interest (grey)."""
+    and Bonferroni interval (thick), zero (dashed) and +- the smallest effect of interest (grey).
+    interactions: claims_by_factor's claim x factor entries, named in each panel's title."""
     levels = list(by_level)
     claims = tested_at_every_level(by_level)
     if not claims:
@@ -88,6 +89,13 @@ def plot_claims_by_level(by_level, display, path, factor):
         ax.set_yticks(ys, [display.get(lv, lv) for lv in levels], fontsize=8.5)
         ax.set_ylim(-0.7, len(levels) - 0.3)
         ax.set_title(claim, fontsize=9.5, loc="left", fontweight="bold")
+        tests = [e for e in interactions if e["claim"] == claim]
+        if tests:
+            words = "; ".join(f"{'yes' if e['depends'] else 'not shown'} (Holm p = {e['p_holm']:.2g})"
+                              + (f" at {display.get(e['level'], e['level'])}" if len(tests) > 1 else "")
+                              for e in tests)
+            ax.set_title(f"depends on {factor}: {words}", fontsize=8.5, loc="right",
+                         color="#b2182b" if any(e["depends"] for e in tests) else "#555555")
         ax.set_xlabel(textwrap.shorten(rows[0]["measure"], 110, placeholder="..."), fontsize=8.5)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)

@@ -52,10 +52,11 @@ def claims_section(tuned, factors, sensitivity, output_dir):
     if tested_at_every_level(result["levels"]):
         figures.append((
             plot_claims_by_level(result["levels"], {lv: LEVELS[factor][lv].described for lv in result["levels"]},
-                                 output_dir / f"claims_by_{factor}.png", factor),
+                                 output_dir / f"claims_by_{factor}.png", factor, result["interactions"]),
             f"Each tested claim's average effect at every level of {factor} (the factorial "
             "model fitted at that level alone): thick, its Bonferroni interval over the claims "
-            "at that level; thin, its 95% interval; grey, +- the smallest effect of interest."))
+            "at that level; thin, its 95% interval; grey, +- the smallest effect of interest. "
+            f"Top right: whether the claim depends on {factor} (the table above)."))
     return tables, figures
 
 
