@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 from conftest import write_dataset
 
 import fashion_mnist_cnn as fm
@@ -163,7 +164,9 @@ def test_k_factor_effects_and_the_claim_by_factor_interaction_match_cell_means()
     assert change["level"] == "epochs=32" and change["reference"] == "epochs=8"
     assert change["effect"] == pytest.approx(six["epochs=32"]["effect"] - six["epochs=8"]["effect"], abs=1e-12)
     assert change["effect"] == pytest.approx(-0.004, abs=0.001) and change["depends"]
-    assert change["family_size"] == len(result["interactions"]) if "family_size" in change else True
+    assert change["family_size"] == len(result["interactions"]) == 3  # the claims on test accuracy
+    t_family = stats.t.ppf(1 - 0.05 / (2 * 3), change["df"]) * change["se"]
+    assert change["family_high"] - change["family_low"] == pytest.approx(2 * t_family, rel=1e-9)
     # claims with nothing planted do not depend on the budget
     three = next(e for e in result["interactions"] if e["claim"].startswith("3a"))
     assert not three["depends"]
