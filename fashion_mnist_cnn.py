@@ -24,6 +24,7 @@ the first comparison is there before the last run ends.
 """
 
 import dataclasses
+import itertools
 import math
 import os
 import signal
@@ -217,11 +218,16 @@ def tune_learning_rates(variants, seeds, scales, recipe, context, after_each_run
     train first, then the points nearest them: a study stopped after its first runs holds
     the plain grid of the first seed."""
     failed, planned = [], []
-    while True:
-        sweep = lr_tuning.sweep_plan(variants, seeds[0], scales,
-                                     run_store.finished_runs(context.output_dir), wide=wide)
+    then = (f"; then seed{'s' * (len(seeds) > 2)} {', '.join(map(str, seeds[1:]))} at each "
+            f"variant's chosen peak ({len(seeds[1:]) * len(variants)} runs)" if seeds[1:] else "")
+    for round_ in itertools.count(1):
+        finished = run_store.finished_runs(context.output_dir)
+        sweep = lr_tuning.sweep_plan(variants, seeds[0], scales, finished, wide=wide)
         if sweep == planned:
             break
+        done = {run_store.run_key(r) for r in finished}
+        print(f"learning-rate sweep on seed {seeds[0]}, round {round_}: {len(sweep)} points, "
+              f"{sum((v.name, m, s) not in done for v, s, m in sweep)} to train{then}", flush=True)
         planned = sweep
         nearest_first = sorted(planned, key=lambda run: abs(math.log2(run[2])))  # stable
         failed += run_grid(nearest_first, recipe, context, after_each_run)

@@ -100,7 +100,7 @@ def test_shard_folders_of_a_sweep_merge(sweep, tmp_path):
     assert len(run_store.merged_runs([sweep, *shards])) == 2  # same runs twice: kept once
 
 
-def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypatch):
+def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypatch, capsys):
     """The protocol's stages with a stand-in for training whose validation accuracy peaks
     at x4: the sweep 0.5-2 grows to x4 and x8 (best at its top edge until x4 is inside),
     then seeds 1 and 2 run at x4 only. Every variant's x1 trains first, then the points
@@ -126,6 +126,10 @@ def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypa
                                      Variant("relu", "maxpool", "adam")], [0, 1, 2],
                                     [0.5, 1.0, 2.0], None, context)
     assert failed == []
+    rounds = [line for line in capsys.readouterr().out.splitlines() if "learning-rate sweep" in line]
+    assert rounds == [f"learning-rate sweep on seed 0, round {k}: {n} points, {new} to train; then "
+                      "seeds 1, 2 at each variant's chosen peak (4 runs)"
+                      for k, n, new in ((1, 6, 6), (2, 8, 2), (3, 10, 2))]
     assert trained[:6] == [("sgd", 0, 1.0), ("adam", 0, 1.0), ("sgd", 0, 0.5), ("sgd", 0, 2.0),
                            ("adam", 0, 0.5), ("adam", 0, 2.0)]
     for optimizer in ("sgd", "adam"):
