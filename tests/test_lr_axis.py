@@ -11,6 +11,7 @@ import pytest
 from conftest import assert_real_png, require_real_data
 
 import fashion_mnist_cnn as fm
+from fmlab.stats import lr_tuning
 from fmlab.store import run_store
 from fmlab.core.errors import UsageError
 from fmlab.run.models import Variant
@@ -45,6 +46,7 @@ def test_each_multiplier_is_a_run_of_its_own(sweep):
         assert sorted(float(r["lr_multiplier"]) for r in csv.DictReader(f)) == [0.5, 1.0]
     summary = (sweep / "summary.md").read_text()
     assert "## Learning rate, tuned per variant" in summary and "x0.5: " in summary
+    assert f"the peak rule's: {lr_tuning.PEAK_RULE_WORDS[lr_tuning.PEAK_RULE]}" in summary
     pixels = assert_real_png(sweep / "lr_sensitivity.png")
     assert pixels.shape[1] < 1.6 * pixels.shape[0]  # one optimizer swept: one panel, not two
     best = max(records, key=lambda r: (r["val_accuracy"], -abs(r["lr_multiplier"] - 1)))

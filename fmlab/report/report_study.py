@@ -254,10 +254,13 @@ def tuning_section(runs, sensitivity, output_dir):
                    f"(the widths claim 5b compares); {', '.join(narrow)}: the starting points.")
     table = ("Learning rate, tuned per variant",
              "Validation accuracy (%) of each variant's sweep over multiples of its optimizer's "
-             "peak (mean over the sweep seeds, the seeds run at every point); the chosen "
-             "multiplier has the best validation accuracy and is what every comparison here uses. "
-             "'Lost at shared peak': validation accuracy given up at the recipe's peak (x1) "
-             f"against the chosen one (pp); 'width': the range of peaks within {100 * lr_tuning.TUNING_BAND:g} pp of the best, "
+             "peak (mean over the sweep seeds, the seeds run at every point). The chosen "
+             f"multiplier is the peak rule's: {lr_tuning.PEAK_RULE_WORDS[lr_tuning.PEAK_RULE]} "
+             "(eligible: inside the sweep, with finished neighbours on both sides), so that "
+             "near-ties are read as ties rather than broken by one seed's noise; every comparison "
+             "here uses it. 'Lost at shared peak': validation accuracy given up at the recipe's "
+             "peak (x1) against the chosen one (pp; negative where x1 scored higher on the sweep "
+             f"seed); 'width': the range of peaks within {100 * lr_tuning.TUNING_BAND:g} pp of the best, "
              "in doublings (log2; ≥ where the sweep ends inside it). " + budget
              + winners_curse_note(lr_tuning.winners_curse(runs))
              + failed_at_chosen_note(lr_tuning.failed_at_chosen(runs)),

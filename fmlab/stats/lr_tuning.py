@@ -113,6 +113,14 @@ def _rule_quadratic(curve, reach=2):
 PEAK_RULES = {"argmax": _rule_argmax, "smoothed": _rule_smoothed,
               "window-middle": _rule_window_middle, "quadratic": _rule_quadratic}
 PEAK_RULE = "quadratic"  # the simulation's best hit rate (docs/training.md)
+PEAK_RULE_WORDS = {  # how the report names each rule
+    "argmax": "the eligible point with the best validation accuracy",
+    "smoothed": "the eligible point with the best (1, 2, 1)-smoothed validation accuracy",
+    "window-middle": "the eligible point nearest the middle (in log2) of the range within "
+                     f"{100 * TUNING_BAND:g} pp of the best",
+    "quadratic": "the eligible point nearest the top of a parabola in log2(multiplier) fitted "
+                 "to the points within two doublings of the best one",
+}
 
 
 def best_point(curve, rule=PEAK_RULE):
