@@ -62,6 +62,12 @@ def tested_at_every_level(tables):
         any(f["claim"] == e["claim"] and f.get("modelled") for f in other) for other in rows[1:])] if rows else []
 
 
+def depends_words(entry):
+    """How a claim x factor test reads: 'yes (Holm p = 0.018)' or 'not shown (Holm p = 0.96)'
+    ('not shown' rather than 'no': the interval says how large a dependence is left open)."""
+    return f"{'yes' if entry['depends'] else 'not shown'} (Holm p = {entry['p_holm']:.2g})"
+
+
 @drawn_only_when_changed
 def plot_claims_by_level(by_level, display, path, factor, interactions=()):
     """by_level: {level: claims.claims_table rows}; display: {level: its label}. One panel per
@@ -91,7 +97,7 @@ def plot_claims_by_level(by_level, display, path, factor, interactions=()):
         ax.set_title(claim, fontsize=9.5, loc="left", fontweight="bold")
         tests = [e for e in interactions if e["claim"] == claim]
         if tests:
-            words = "; ".join(f"{'yes' if e['depends'] else 'not shown'} (Holm p = {e['p_holm']:.2g})"
+            words = "; ".join(depends_words(e)
                               + (f" at {display.get(e['level'], e['level'])}" if len(tests) > 1 else "")
                               for e in tests)
             ax.set_title(f"depends on {factor}: {words}", fontsize=8.5, loc="right",

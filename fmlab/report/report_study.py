@@ -15,7 +15,7 @@ from fmlab.store import run_store
 from fmlab.measures.model_analysis import UNIT_LAYERS, UNIT_PROBE_IMAGES
 from fmlab.core.levels import DEFAULT_LEVEL, LEVELS
 from fmlab.report.wording import counted, format_interval, short_verdict
-from fmlab.figures.claims import plot_claims, plot_claims_by_level, tested_at_every_level
+from fmlab.figures.claims import depends_words, plot_claims, plot_claims_by_level, tested_at_every_level
 from fmlab.figures.plots import plot_dying_units, plot_lr_sensitivity, variant_label
 
 
@@ -70,11 +70,9 @@ def dependence_table(result, factor):
               for lv in (e["reference"], e["level"])}
         effects = [f"{s * r['effect']:+.2f} ({short_verdict(r['verdict'])})" if r and "effect" in r
                    else "–" for r in at.values()]
-        depends = (f"yes (Holm p = {e['p_holm']:.2g})" if e["depends"]
-                   else f"not shown (Holm p = {e['p_holm']:.2g})")
         body.append([e["claim"], *effects, f"{s * e['effect']:+.2f}",
                      format_interval(e["low"], e["high"], s),
-                     format_interval(e["family_low"], e["family_high"], s), depends])
+                     format_interval(e["family_low"], e["family_high"], s), depends_words(e)])
     reference = LEVELS[factor][levels[0]].described
     intro = (f"How each claim's effect changes with {factor}: the claim x {factor} interaction "
              f"of one factorial model over every level (the design's three choices, {factor} "
