@@ -52,7 +52,6 @@ def claims_by_level(runs, factor, sensitivity=None, confidence=factorial.CONFIDE
             entries.append({"claim": claim.label, "level": level, "reference": levels[0],
                             "effect": effect, "se": e["se"], "df": e["df"], "scale": claim.scale,
                             **factorial.interval({**e, "effect": effect})})
-    for entry, wide in zip(entries, factorial.family_adjusted(entries, confidence)):
-        entry.update(family_low=wide["family_low"], family_high=wide["family_high"], family_size=wide["family_size"],
-                     p_holm=wide["p_holm"], depends=wide["family_low"] > 0 or wide["family_high"] < 0)
+    entries = [{**wide, "depends": wide["family_low"] > 0 or wide["family_high"] < 0}
+               for wide in factorial.family_adjusted(entries, confidence)]
     return {"levels": tables, "interactions": entries}
