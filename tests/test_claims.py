@@ -117,6 +117,35 @@ def test_winners_curse_compares_the_chosen_peak_across_seeds():
     assert report_study.failed_at_chosen_note(lr_tuning.failed_at_chosen(runs[:8])) == ""
 
 
+def test_further_seeds_off_the_chosen_peak_check_the_choice_out_of_sample():
+    """A's sweep (seed 0) chose x2 (x1 and x4 beside it); seeds 1 and 2 ran at x2 and at x1,
+    seed 3 at x1 only. B's seeds 1-2 ran at its chosen x1 and at x0.5, seed 2 failed at x0.5.
+    Only seeds finished at both points count; the sweep seed never does."""
+    runs = [record("A", 0, 1.0, 0.920), record("A", 0, 2.0, 0.930), record("A", 0, 4.0, 0.900),
+            record("A", 1, 2.0, 0.925), record("A", 2, 2.0, 0.915),
+            record("A", 1, 1.0, 0.920), record("A", 2, 1.0, 0.918), record("A", 3, 1.0, 0.990),
+            record("B", 0, 0.5, 0.900), record("B", 0, 1.0, 0.910), record("B", 0, 2.0, 0.890),
+            record("B", 1, 1.0, 0.905), record("B", 2, 1.0, 0.909),
+            record("B", 1, 0.5, 0.907), record("B", 2, 0.5, None, "failed")]
+    check = lr_tuning.off_peak_seeds(runs)
+    a, b = check["points"]
+    assert (a["name"], a["chosen"], a["other"], a["seeds"]) == ("A", 2.0, 1.0, [1, 2])
+    assert a["at_chosen"] == pytest.approx(0.92) and a["at_other"] == pytest.approx(0.919)
+    assert (b["chosen"], b["other"], b["seeds"]) == (1.0, 0.5, [1])
+    assert b["at_chosen"] - b["at_other"] == pytest.approx(-0.002)
+    assert check["difference"] == pytest.approx((0.001 - 0.002) / 2) and check["ahead"] == 1
+    # two points: t with 1 df, 12.71 x the standard error of the mean difference
+    half = 12.706 * np.std([0.001, -0.002], ddof=1) / np.sqrt(2)
+    assert check["low"] == pytest.approx(check["difference"] - half, rel=1e-3)
+    from fmlab.report import report_study
+    note = report_study.off_peak_note(check)
+    assert "seeds 1, 2 also ran at 2 points" in note and "A x2 vs x1 +0.10" in note
+    assert "B x1 vs x0.5 -0.20" in note and "ahead at 1 of 2" in note
+    assert lr_tuning.off_peak_seeds(runs[:5] + runs[8:13]) is None  # further seeds at peaks only
+    one = lr_tuning.off_peak_seeds(runs[:7])
+    assert one["low"] is None and "95% interval" not in report_study.off_peak_note(one)
+
+
 def test_sweep_grows_on_each_side_until_it_leaves_the_band():
     """Each end of a variant's sweep grows by a doubling while its validation accuracy is
     within 0.5 pp of the best: the window of good peaks is then bounded on both sides (or

@@ -209,6 +209,24 @@ def split_note(curse):
             f"explains {100 * own:+.2f} pp and the selection {100 * (gap - own):+.2f} pp")
 
 
+def off_peak_note(check):
+    """The further seeds run both at a chosen peak and at another point of its sweep: whether
+    the choice holds on seeds that did not make it."""
+    if check is None:
+        return ""
+    seeds = sorted({s for p in check["points"] for s in p["seeds"]})
+    each = "; ".join(f"{p['name']} x{p['chosen']:g} vs x{p['other']:g} "
+                     f"{100 * (p['at_chosen'] - p['at_other']):+.2f}" for p in check["points"])
+    interval = ("" if check["low"] is None else
+                f", 95% interval {format_interval(check['low'], check['high'])} over the points")
+    n = len(check["points"])
+    return (f" The choice on seeds that did not make it: seeds {', '.join(map(str, seeds))} also "
+            f"ran at {counted(n, 'point')} other than the chosen peak (outside every comparison "
+            f"above). Their validation accuracy at the chosen peak minus at the other point (pp): "
+            f"{each}. Mean {100 * check['difference']:+.2f} pp{interval}; the chosen peak ahead "
+            f"at {check['ahead']} of {n}.")
+
+
 def failed_at_chosen_note(failed):
     """The seeds that failed at their variant's chosen peak: missing from every comparison."""
     if not failed:
@@ -261,6 +279,7 @@ def tuning_section(runs, sensitivity, output_dir):
              f"seed); 'width': the range of peaks within {100 * lr_tuning.TUNING_BAND:g} pp of the best, "
              "in doublings (log2; ≥ where the sweep ends inside it). " + budget
              + winners_curse_note(lr_tuning.winners_curse(runs))
+             + off_peak_note(lr_tuning.off_peak_seeds(runs))
              + failed_at_chosen_note(lr_tuning.failed_at_chosen(runs)),
              ["variant", "sweep (val acc %)", "chosen (peak)", "lost at shared peak (pp)",
               "width (doublings)", "budget"], body)

@@ -20,6 +20,7 @@ no Keras, no drawing.
 import math
 
 import numpy as np
+from scipy import stats
 
 from fmlab.store.run_store import lr_multiplier_of
 
@@ -193,6 +194,43 @@ def winners_curse(runs):
         result[metric] = {"sweep": float(first.mean()), "others": float(others.mean()),
                           "ahead": int((first > others).sum())}
     return result
+
+
+def off_peak_seeds(runs, confidence=0.95):
+    """Further seeds (beyond the sweep's) run at a point other than the variant's chosen
+    peak as well as at the peak: an out-of-sample check of the choice, since the sweep seeds
+    chose it and these did not. {"points": [{"name", "chosen", "other", "seeds",
+    "at_chosen", "at_other"}] (mean validation accuracy of the seeds finished at both
+    points), "difference" (mean over points of at_chosen - at_other), "low", "high" (its
+    t interval over the points; None with one point), "ahead" (points where the chosen
+    peak leads)}; None without such seeds."""
+    chosen, result = chosen_multipliers(runs), []
+    for name, points in by_variant(runs).items():
+        if name not in chosen:
+            continue
+        swept = set(sweep_seeds(points))
+
+        def fresh(multiplier):
+            return {r["seed"]: r["val_accuracy"] for r in points[multiplier]
+                    if r["status"] == "ok" and r["seed"] not in swept}
+        at_chosen = fresh(chosen[name])
+        for multiplier in sorted(set(points) - {chosen[name]}):
+            at_other = fresh(multiplier)
+            seeds = sorted(set(at_chosen) & set(at_other))
+            if seeds:
+                result.append({"name": name, "chosen": chosen[name], "other": multiplier,
+                               "seeds": seeds,
+                               "at_chosen": float(np.mean([at_chosen[s] for s in seeds])),
+                               "at_other": float(np.mean([at_other[s] for s in seeds]))})
+    if not result:
+        return None
+    gaps = np.array([p["at_chosen"] - p["at_other"] for p in result])
+    low = high = None
+    if len(gaps) > 1:
+        half = stats.t.ppf((1 + confidence) / 2, len(gaps) - 1) * gaps.std(ddof=1) / np.sqrt(len(gaps))
+        low, high = float(gaps.mean() - half), float(gaps.mean() + half)
+    return {"points": result, "difference": float(gaps.mean()), "low": low, "high": high,
+            "ahead": int((gaps > 0).sum())}
 
 
 def failed_at_chosen(runs):
