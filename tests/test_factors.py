@@ -167,9 +167,23 @@ def test_k_factor_effects_and_the_claim_by_factor_interaction_match_cell_means()
     assert change["family_size"] == len(result["interactions"]) == 3  # the claims on test accuracy
     t_family = stats.t.ppf(1 - 0.05 / (2 * 3), change["df"]) * change["se"]
     assert change["family_high"] - change["family_low"] == pytest.approx(2 * t_family, rel=1e-9)
+    # the check with each budget's own residual variance: same difference, Welch's df
+    own = change["separate"]
+    se8, se32 = six["epochs=8"]["se"], six["epochs=32"]["se"]
+    assert own["effect"] == pytest.approx(change["effect"], abs=1e-12)
+    assert own["se"] == pytest.approx(np.hypot(se8, se32))
+    assert own["df"] == pytest.approx((se8 ** 2 + se32 ** 2) ** 2 / (se8 ** 4 / 14 + se32 ** 4 / 14))
+    assert own["depends"] and own["sigma"] == (six["epochs=8"]["sigma"], six["epochs=32"]["sigma"])
     # claims with nothing planted do not depend on the budget
     three = next(e for e in result["interactions"] if e["claim"].startswith("3a"))
-    assert not three["depends"]
+    assert not three["depends"] and not three["separate"]["depends"]
+    from fmlab.report import report_study
+    note = report_study.separate_variances_note(result, "epochs")
+    assert "the same claims depend on epochs" in note
+    # where one budget is far noisier the pooled test can say "depends" and the check not
+    result["interactions"][-1]["separate"] = {**own, "depends": False, "sigma": (0.002, 0.0005)}
+    note = report_study.separate_variances_note(result, "epochs")
+    assert "0.25-" in note and "the verdict differs for 6a (depends with one variance only)" in note
     with pytest.raises(ValueError, match="mix levels"):
         claims.claims_table(runs)  # both budgets as repeats of one cell: refused
 

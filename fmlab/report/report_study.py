@@ -81,13 +81,34 @@ def dependence_table(result, factor):
              f"claims table. *Depends on {factor}*: the Bonferroni interval over the "
              f"{len(result['interactions'])} tests excludes zero. 'Not shown' is not 'the "
              f"same': the interval says how large a dependence the data leave open. 5b (one "
-             f"seed per variant) has no test.")
+             f"seed per variant) has no test." + separate_variances_note(result, factor))
     head = ["claim", *[f"effect (verdict) at {LEVELS[factor][lv].described}" for lv in (levels[0], levels[-1])],
             "difference", "95% interval", f"Bonferroni (x{len(result['interactions'])})",
             f"depends on {factor}"] if len(levels) == 2 else [
         "claim", "effect (verdict) at reference", "effect (verdict) at level", "difference", "95% interval",
         f"Bonferroni (x{len(result['interactions'])})", f"depends on {factor}"]
     return (f"Does the verdict depend on {factor}?", intro, head, body)
+
+
+def separate_variances_note(result, factor):
+    """Whether the dependence verdicts survive each level keeping its own residual variance."""
+    checked = [e for e in result["interactions"] if e.get("separate")]
+    if not checked:
+        return ""
+    ratios = [e["separate"]["sigma"][1] / e["separate"]["sigma"][0] for e in checked]
+    changed = [f"{e['claim'].split('.')[0]} (depends with "
+               f"{'one variance' if e['depends'] else 'separate variances'} only)"
+               for e in checked if e["separate"]["depends"] != e["depends"]]
+    spread = (f"{min(ratios):.2f}" if f"{min(ratios):.2f}" == f"{max(ratios):.2f}"
+              else f"{min(ratios):.2f}-{max(ratios):.2f}")
+    reference = LEVELS[factor][checked[0]["reference"]].described
+    others = "the other levels'" if len(result["levels"]) > 2 else "the other level's"
+    return (f" The model pools the residual variance of every level of {factor}; {others} "
+            f"own residual SD is {spread} times {reference}'s over the claims' measures. Read "
+            f"with each level's own variance (Welch-Satterthwaite degrees of freedom, "
+            f"Bonferroni alike), "
+            + (f"the verdict differs for {', '.join(changed)}." if changed else
+               f"the same claims depend on {factor}."))
 
 
 def claims_figure(rows, output_dir):

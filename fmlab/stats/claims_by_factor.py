@@ -6,6 +6,8 @@ Pure statsmodels on the runner's records (fmlab.stats.claims defines the claims)
 no drawing.
 """
 
+import numpy as np
+
 from fmlab.core.levels import LEVELS
 from fmlab.stats import factorial
 from fmlab.stats.claims import CLAIM_LEVELS, CLAIMS, claims_table
@@ -52,6 +54,28 @@ def claims_by_level(runs, factor, sensitivity=None, confidence=factorial.CONFIDE
             entries.append({"claim": claim.label, "level": level, "reference": levels[0],
                             "effect": effect, "se": e["se"], "df": e["df"], "scale": claim.scale,
                             **factorial.interval({**e, "effect": effect})})
-    entries = [{**wide, "depends": wide["family_low"] > 0 or wide["family_high"] < 0}
+    entries = [{**wide, "depends": bool(wide["family_low"] > 0 or wide["family_high"] < 0)}
                for wide in factorial.family_adjusted(entries, confidence)]
+    for entry in entries:
+        entry["separate"] = separate_variances(entry, tables, len(entries), confidence)
     return {"levels": tables, "interactions": entries}
+
+
+def separate_variances(entry, tables, family, confidence=factorial.CONFIDENCE):
+    """The same difference read with each level's own residual variance: the claim's effect
+    at the level minus at the reference from the two levels' own fits, its standard error
+    sqrt(se1^2 + se2^2) on Welch-Satterthwaite degrees of freedom, Bonferroni over `family`.
+    The pooled test assumes one noise level for every level (a short budget may be noisier);
+    this is its check. None where a level's claim has no standard error."""
+    rows = [next((r for r in tables[lv] if r["claim"] == entry["claim"]), None)
+            for lv in (entry["reference"], entry["level"])]
+    if not all(r and r.get("modelled") and np.isfinite(r["se"]) and r["df"] > 0 for r in rows):
+        return None
+    (se1, df1), (se2, df2) = [(r["se"], r["df"]) for r in rows]
+    se = float(np.hypot(se1, se2))
+    welch = {"effect": rows[1]["effect"] - rows[0]["effect"], "se": se,
+             "df": float(se ** 4 / (se1 ** 4 / df1 + se2 ** 4 / df2))}
+    wide = factorial.interval(welch, 1 - (1 - confidence) / family)
+    return {**welch, **factorial.interval(welch, confidence), "family_low": wide["low"],
+            "family_high": wide["high"], "depends": bool(wide["low"] > 0 or wide["high"] < 0),
+            "sigma": (rows[0]["sigma"], rows[1]["sigma"])}
