@@ -13,6 +13,7 @@ and figures to --output-dir.
     python fashion_mnist_cnn.py --seeds 0 1 2         # every variant once per seed
     python fashion_mnist_cnn.py --lr-scales 0.5 1 2   # and at half and twice its peak
     python fashion_mnist_cnn.py --tune-lr --seeds 0 1 2   # tune each peak, then compare
+    python fashion_mnist_cnn.py --tune-lr --seeds 0 1 2 --dry-run   # what is left to train
     python fashion_mnist_cnn.py --shard 0/4           # the first of 4 slices (cluster array)
     python fashion_mnist_cnn.py --report-only         # redraw figures, no training
     python fashion_mnist_cnn.py --report-only a b --output-dir merged   # merge shard dirs
@@ -231,13 +232,60 @@ def tune_learning_rates(variants, seeds, scales, recipe, context, after_each_run
         planned = sweep
         nearest_first = sorted(planned, key=lambda run: abs(math.log2(run[2])))  # stable
         failed += run_grid(nearest_first, recipe, context, after_each_run)
-    keys = {(v.name, m, s) for v, s, m in planned}
-    swept = [r for r in run_store.finished_runs(context.output_dir) if run_store.run_key(r) in keys]
-    chosen = lr_tuning.chosen_multipliers(swept)
+    chosen, at_peaks = chosen_peak_runs(variants, seeds, planned,
+                                        run_store.finished_runs(context.output_dir))
     for name, multiplier in chosen.items():
         print(f"chosen on validation: {name} at lr x{multiplier:g}", flush=True)
-    planned += [(v, s, chosen[v.name]) for s in seeds[1:] for v in variants if v.name in chosen]
-    return failed + run_grid(planned, recipe, context, after_each_run)
+    return failed + run_grid(planned + at_peaks, recipe, context, after_each_run)
+
+
+def chosen_peak_runs(variants, seeds, sweep, finished):
+    """({variant name: chosen multiplier}, the other seeds' runs there) on a finished sweep."""
+    keys = {(v.name, m, s) for v, s, m in sweep}
+    chosen = lr_tuning.chosen_multipliers([r for r in finished if run_store.run_key(r) in keys])
+    return chosen, [(v, s, chosen[v.name]) for s in seeds[1:] for v in variants if v.name in chosen]
+
+
+def dry_run(args, variants, recipe, context):
+    """--dry-run: the runs this command would train now, resume or skip, read from the
+    folder as a real start reads it (a folder made with other settings is refused alike);
+    nothing is trained, deleted or written. A tuning sweep that can still grow leaves the
+    seeds at the chosen peaks unknown: they are counted, not listed."""
+    finished = run_store.finished_runs(context.output_dir)
+    later = ""
+    if args.tune_lr:
+        wide = run_store.wide_sweep(args.wide_sweep, args.output_dir, [v.name for v in variants],
+                                    record=False)
+        planned = lr_tuning.sweep_plan(variants, args.seeds[0], args.lr_scales, finished, wide=wide)
+        done = {run_store.run_key(r) for r in finished}
+        if all((v.name, m, s) in done for v, s, m in planned):  # the sweep grows no further
+            planned += chosen_peak_runs(variants, args.seeds, planned, finished)[1]
+        elif args.seeds[1:]:
+            later = (f"; then seed{'s' * (len(args.seeds) > 2)} "
+                     f"{', '.join(map(str, args.seeds[1:]))} at each variant's "
+                     f"chosen peak ({len(args.seeds[1:]) * len(variants)} runs), once the sweep "
+                     "stops growing (each end grows while within "
+                     f"{100 * lr_tuning.TUNING_BAND:g} pp of the best)")
+    else:
+        planned = planned_runs(variants, args.seeds, context.shard, args.lr_scales)
+    todo, skipped = run_store.runs_to_do(  # never fresh here: that would delete
+        planned, context.output_dir, lambda variant: dataclasses.asdict(recipe_for(recipe, variant)),
+        False, setting_names())
+    again = [(v, s, m, None) for v, s, m, _ in skipped] if args.fresh else []
+    for variant, seed, multiplier, folder in again + todo:
+        what = ("retrain" if folder is None else "resume " if (folder / run_store.SETTINGS).exists()
+                and not args.fresh else "train  ")
+        print(f"{what} {label(variant, multiplier)} seed {seed}")
+    todo = again + todo
+    took = [r["train_seconds"] + r.get("evaluation_seconds", 0) for r in finished
+            if r["status"] == "ok" and r.get("train_seconds")]
+    estimate = (f", about {run_store.format_seconds(len(todo) * sum(took) / len(took))} at this "
+                f"folder's mean run time ({run_store.format_seconds(sum(took) / len(took))})"
+                if todo and took else "")
+    kept = (f"{len(again)} of them finished (--fresh retrains them)" if args.fresh
+            else f"{len(skipped)} finished")
+    print(f"{len(todo)} to train, {kept}{estimate}{later}; nothing was trained (--dry-run)")
+    return 0
 
 
 def raise_interrupt(signum, frame):
@@ -273,11 +321,12 @@ def run(args):
             print(f"{v.name:40} {count_params(v, args.bn_scale):>9,} trainable parameters")
         return 0
     try:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
+        if not args.dry_run:  # a dry run writes nothing
+            args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"{args.output_dir}: --output-dir cannot be created "
                          f"({e.strerror})") from None
-    if not os.access(args.output_dir, os.W_OK):
+    if not args.dry_run and not os.access(args.output_dir, os.W_OK):
         raise UsageError(f"{args.output_dir}: --output-dir is not writable")
     if args.report_only is not None:
         return report_only(args)
@@ -310,6 +359,8 @@ def run(args):
     print(environment.summary_line(environment.describe(tf, keras, strategy, recipe.precision, jit,
                                                         why)), flush=True)
 
+    if args.dry_run:
+        return dry_run(args, variants, recipe, context)
     report = Reporter(context)
     # a shard draws nothing: other shards' runs are elsewhere, the merge step draws
     draws = args.report and not shard

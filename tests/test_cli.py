@@ -171,6 +171,34 @@ def test_other_settings_are_refused_not_mixed(tiny_grid, capsys):
     assert (out / "results.csv").read_text() == before
 
 
+def test_dry_run_lists_what_is_left_and_touches_nothing(tiny_grid, capsys):
+    """--dry-run reads the folder as a start would: what is finished, what it would train
+    (and about how long), refusing other settings alike; it trains, deletes and writes
+    nothing, --fresh and --wide-sweep included."""
+    out = tiny_grid[0]
+    seeds = TINY_GRID.index("--seeds")
+    grid = TINY_GRID[:seeds] + ["--output-dir", str(out)]
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    assert fm.main([*grid, "--seeds", "0", "1", "2", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1:3] == [f"train   {name} seed 2" for name in TINY_NAMES]
+    assert lines[-1].startswith("2 to train, 4 finished, about ") and "mean run time" in lines[-1]
+    assert fm.main([*grid, "--seeds", "0", "1", "--dry-run", "--fresh"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("retrain ") == 4 and "4 to train, 4 of them finished (--fresh retrains" in printed
+    # the sweep's first round, then the seeds at peaks it has not chosen yet
+    assert fm.main([*grid, "--seeds", "0", "1", "--tune-lr", "--wide-sweep", TINY_NAMES[0],
+                    "--dry-run"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("4 to train, 2 finished") and "then seed 1 at each" in last
+    assert "(2 runs), once the sweep stops growing" in last
+    epochs = grid.index("--epochs") + 1
+    assert fm.main([*grid[:epochs], "3", *grid[epochs + 1:], "--seeds", "0", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 2 (now 3)" in err and len(err.strip().splitlines()) == 1
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
 def test_report_only_redraws_without_training_or_models(tiny_grid, tmp_path, monkeypatch, capsys):
     """A grid committed without its models, predictions, backups and figures (docs/runs)
     still gives every figure and table, the same summary, without training or loading a
@@ -273,6 +301,7 @@ def test_registered_levels_join_the_grid_by_flag(tmp_path, capsys):
     (["--lr-scale", "-1"], "must be positive"), (["--warmup-epochs", "-1"], "0 or more"),
     (["--sgd-momentum", "1"], "--sgd-momentum"), (["--test-images", "0"], "at least 1"),
     (["--report-only", "--no-report"], "nothing to be done"),
+    (["--report-only", "--dry-run"], "--dry-run has nothing to show"),
     (["--lr-scales", "0", "1"], "must be positive"), (["--lr-scales", "-2"], "must be positive"),
     (["--lr-scales", "1", "2", "1"], "repeats a multiplier"),
     (["--lr-scales", "nan"], "must be positive"),

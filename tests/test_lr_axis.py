@@ -3,6 +3,7 @@ own, skipped when finished, resumed at its multiplier, merged from shard folders
 tuning protocol's stages (with training replaced by a stand-in)."""
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -15,6 +16,7 @@ from fmlab.stats import lr_tuning
 from fmlab.store import run_store
 from fmlab.core.errors import UsageError
 from fmlab.run.models import Variant
+from fmlab.run.recipe import recipe_for
 
 pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
 
@@ -156,7 +158,8 @@ def test_a_study_keeps_the_variants_it_sweeps_wide(tmp_path, monkeypatch, capsys
                     "name": variant.name, "seed": seed, "lr_multiplier": multiplier,
                     "status": "ok", "val_accuracy": 0.9 - abs(multiplier - 4) / 100,
                     "trainable_params": 1, "epochs_run": 1, "test_accuracy": 0.9,
-                    "test_loss": 0.3, "train_seconds": 1.0})
+                    "test_loss": 0.3, "train_seconds": 1.0,
+                    "settings": dataclasses.asdict(recipe_for(recipe, variant))})
         return []
 
     monkeypatch.setattr(fm, "run_grid", fake_run_grid)
@@ -172,6 +175,16 @@ def test_a_study_keeps_the_variants_it_sweeps_wide(tmp_path, monkeypatch, capsys
                      "CNN_ReLU_Strided_SGD": [0.5, 1.0, 2.0, 4.0, 8.0]}
     trained.clear()
     assert fm.main(grid) == 0 and trained == []  # resumed without the flag: nothing new
+    # a finished sweep: a dry run names the next seed's runs at the chosen peaks
+    capsys.readouterr()
+    seeds = grid.index("--seeds")
+    assert fm.main(grid[:seeds + 3] + ["2"] + grid[seeds + 3:] + ["--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    chosen = lr_tuning.chosen_multipliers(run_store.finished_runs(out))
+    assert lines[1:-1] == [f"train   {fm.label(Variant('relu', d, 'sgd'), chosen[name])} seed 2"
+                           for d, name in (("maxpool", "CNN_ReLU_MaxPool_SGD"),
+                                           ("strided", "CNN_ReLU_Strided_SGD"))]
+    assert lines[-1].startswith("2 to train, 10 finished, about 0m02s") and trained == []
     for flags, message in [(["--wide-sweep", "CNN_ReLU_MaxPool_SGD"], "one folder, one protocol"),
                            (["--wide-sweep", "CNN_Tanh"], "not a variant of this grid")]:
         capsys.readouterr()

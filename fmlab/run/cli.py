@@ -104,6 +104,9 @@ def build_parser(doc):
                           "report later with --report-only (what every shard does)")
     run.add_argument("--list-variants", action="store_true",
                      help="print the selected variants and their parameter counts, train nothing")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the runs this command would train now, resume or skip, and "
+                          "the time they would take at the folder's mean so far; train nothing")
     run.add_argument("--report-only", nargs="*", type=Path, default=None, metavar="DIR",
                      help="no training: rebuild tables and figures from the finished runs of "
                           "the DIRs (default: --output-dir) into --output-dir")
@@ -159,6 +162,8 @@ def parse_args(argv, doc):
         args.factors = parse_factors(args.factor, argv if argv is not None else sys.argv[1:], recipe)
     except ValueError as e:
         p.error(str(e))
+    if args.report_only is not None and args.dry_run:
+        p.error("--report-only trains nothing: --dry-run has nothing to show")
     if args.report_only is not None and not args.report:
         p.error("--report-only and --no-report ask for nothing to be done")
     if args.output_dir.exists() and not args.output_dir.is_dir():

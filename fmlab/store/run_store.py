@@ -41,10 +41,11 @@ def record_wide_sweep(output_dir, names):
     atomic_write(Path(output_dir) / TUNING, json.dumps({"wide_sweep": list(names)}, indent=1) + "\n")
 
 
-def wide_sweep(requested, output_dir, names):
+def wide_sweep(requested, output_dir, names, record=True):
     """The names of the variants whose learning-rate sweep grows (None: all): the folder's
-    recorded choice, else --wide-sweep's (of the grid's `names`), recorded now. A study is one
-    experiment: another choice for a folder, or one given after its sweep began, is refused."""
+    recorded choice, else --wide-sweep's (of the grid's `names`), recorded now (unless not
+    `record`: a dry run). A study is one experiment: another choice for a folder, or one
+    given after its sweep began, is refused."""
     recorded = read_wide_sweep(output_dir)
     if requested is None:
         return recorded
@@ -59,7 +60,8 @@ def wide_sweep(requested, output_dir, names):
         raise UsageError(f"{output_dir} holds a sweep begun for every variant: --wide-sweep "
                          "would change its protocol; use another --output-dir")
     chosen = [n for n in names if n in requested]
-    record_wide_sweep(output_dir, chosen)
+    if record:
+        record_wide_sweep(output_dir, chosen)
     return chosen
 
 
