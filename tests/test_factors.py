@@ -13,6 +13,7 @@ from scipy import stats
 from conftest import write_dataset
 
 import fashion_mnist_cnn as fm
+from fmlab.run.recipe import recipe_for
 from fmlab.core import levels
 from fmlab.core.errors import UsageError
 from fmlab.run import models
@@ -63,10 +64,10 @@ def test_the_grid_is_the_product_of_every_factor():
     assert "CNN_LeakyReLU_Strided_SGD_NoBN_epochs8" in names  # model parts first, then settings
     eight = next(v for v in grid if v.name == "CNN_ReLU_MaxPool_Adam_epochs8")
     assert eight.settings() == {"epochs": 8} and eight.parts() == {"batchnorm": True}
-    assert fm.recipe_for(Recipe(), eight).epochs == 8
+    assert recipe_for(Recipe(), eight).epochs == 8
     scaled = Variant("relu", "maxpool", "sgd", (("peak_lr_factor", levels.register_setting_factor(
         "peak_lr_factor", [1.0, 2.0], 1.0)[1]),))
-    assert fm.recipe_for(Recipe(), scaled).sgd_peak_lr == pytest.approx(2 * Recipe().sgd_peak_lr)
+    assert recipe_for(Recipe(), scaled).sgd_peak_lr == pytest.approx(2 * Recipe().sgd_peak_lr)
 
 
 @pytest.mark.parametrize("argv, message", [

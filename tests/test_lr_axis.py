@@ -12,6 +12,7 @@ import pytest
 from conftest import assert_real_png, require_real_data
 
 import fashion_mnist_cnn as fm
+from fmlab.run import grid
 from fmlab.stats import lr_tuning
 from fmlab.store import run_store
 from fmlab.core.errors import UsageError
@@ -124,9 +125,9 @@ def test_tune_lr_sweeps_extends_then_repeats_the_chosen_point(tmp_path, monkeypa
                 "val_accuracy": 0.9 - (math.log2(multiplier) - 2) ** 2 / 100})
         return []
 
-    monkeypatch.setattr(fm, "run_grid", fake_run_grid)
-    context = fm.Context(out)
-    failed = fm.tune_learning_rates([Variant("relu", "maxpool", "sgd"),
+    monkeypatch.setattr(grid, "run_grid", fake_run_grid)
+    context = grid.Context(out)
+    failed = grid.tune_learning_rates([Variant("relu", "maxpool", "sgd"),
                                      Variant("relu", "maxpool", "adam")], [0, 1, 2],
                                     [0.5, 1.0, 2.0], None, context)
     assert failed == []
@@ -162,37 +163,37 @@ def test_a_study_keeps_the_variants_it_sweeps_wide(tmp_path, monkeypatch, capsys
                     "settings": dataclasses.asdict(recipe_for(recipe, variant))})
         return []
 
-    monkeypatch.setattr(fm, "run_grid", fake_run_grid)
+    monkeypatch.setattr(grid, "run_grid", fake_run_grid)
     out = tmp_path / "study"
     out.mkdir()
-    grid = ["--activation", "relu", "--optimizer", "sgd", "--tune-lr", "--seeds", "0", "1",
-            "--no-report", "--output-dir", str(out)]
-    assert fm.main(grid + ["--wide-sweep", "CNN_ReLU_Strided_SGD"]) == 0
+    command = ["--activation", "relu", "--optimizer", "sgd", "--tune-lr", "--seeds", "0", "1",
+               "--no-report", "--output-dir", str(out)]
+    assert fm.main(command + ["--wide-sweep", "CNN_ReLU_Strided_SGD"]) == 0
     assert run_store.read_wide_sweep(out) == ["CNN_ReLU_Strided_SGD"]
     swept = {name: sorted(m for n, s, m in trained if n == name and s == 0)
              for name in ("CNN_ReLU_MaxPool_SGD", "CNN_ReLU_Strided_SGD")}
     assert swept == {"CNN_ReLU_MaxPool_SGD": [0.5, 1.0, 2.0],
                      "CNN_ReLU_Strided_SGD": [0.5, 1.0, 2.0, 4.0, 8.0]}
     trained.clear()
-    assert fm.main(grid) == 0 and trained == []  # resumed without the flag: nothing new
+    assert fm.main(command) == 0 and trained == []  # resumed without the flag: nothing new
     # a finished sweep: a dry run names the next seed's runs at the chosen peaks
     capsys.readouterr()
-    seeds = grid.index("--seeds")
-    assert fm.main(grid[:seeds + 3] + ["2"] + grid[seeds + 3:] + ["--dry-run"]) == 0
+    seeds = command.index("--seeds")
+    assert fm.main(command[:seeds + 3] + ["2"] + command[seeds + 3:] + ["--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     chosen = lr_tuning.chosen_multipliers(run_store.finished_runs(out))
-    assert lines[1:-1] == [f"train   {fm.label(Variant('relu', d, 'sgd'), chosen[name])} seed 2"
+    assert lines[1:-1] == [f"train   {grid.label(Variant('relu', d, 'sgd'), chosen[name])} seed 2"
                            for d, name in (("maxpool", "CNN_ReLU_MaxPool_SGD"),
                                            ("strided", "CNN_ReLU_Strided_SGD"))]
     assert lines[-1].startswith("2 to train, 10 finished, about 0m02s") and trained == []
     for flags, message in [(["--wide-sweep", "CNN_ReLU_MaxPool_SGD"], "one folder, one protocol"),
                            (["--wide-sweep", "CNN_Tanh"], "not a variant of this grid")]:
         capsys.readouterr()
-        assert fm.main(grid + flags) == 2
+        assert fm.main(command + flags) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
     (out / run_store.TUNING).unlink()  # a sweep begun for every variant
-    assert fm.main(grid + ["--wide-sweep", "CNN_ReLU_Strided_SGD"]) == 2
+    assert fm.main(command + ["--wide-sweep", "CNN_ReLU_Strided_SGD"]) == 2
     assert "sweep begun for every variant" in capsys.readouterr().err
 
 

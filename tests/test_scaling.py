@@ -10,6 +10,7 @@ import pytest
 from conftest import SHORT_RUN, WORKER_GRID, assert_real_png, finish, start_cli
 
 import fashion_mnist_cnn as fm
+from fmlab.run import grid
 from fmlab.store import run_store
 from fmlab.run.data import prepare_data
 from fmlab.core.errors import UsageError
@@ -35,7 +36,7 @@ def shared_and_sharded(two_workers, tmp_path_factory):
     args = fm.parse_args(WORKER_GRID)
     variants = variant_grid(args.activation, args.downsampling, args.optimizer)
     for index, folder in enumerate(shards):
-        for variant, seed, multiplier in fm.planned_runs(variants, args.seeds, (index, 2)):
+        for variant, seed, multiplier in grid.planned_runs(variants, args.seeds, (index, 2)):
             shutil.copytree(run_store.run_dir(shared, variant.name, seed, multiplier),
                             run_store.run_dir(folder, variant.name, seed, multiplier))
     return SimpleNamespace(root=root, shared=shared, shards=shards, outputs=outputs)
@@ -102,7 +103,7 @@ def plan(argv, environ=None):
     args = fm.parse_args(argv)
     shard = run_store.shard_from_environment(args.shard, args.shard_count, environ or {})
     variants = variant_grid(args.activation, args.downsampling, args.optimizer)
-    return [(v.name, seed, m) for v, seed, m in fm.planned_runs(variants, args.seeds, shard,
+    return [(v.name, seed, m) for v, seed, m in grid.planned_runs(variants, args.seeds, shard,
                                                                    args.lr_scales)]
 
 
