@@ -144,6 +144,8 @@ def test_further_seeds_off_the_chosen_peak_check_the_choice_out_of_sample():
     assert lr_tuning.off_peak_seeds(runs[:5] + runs[8:13]) is None  # further seeds at peaks only
     one = lr_tuning.off_peak_seeds(runs[:7])
     assert one["low"] is None and "95% interval" not in report_study.off_peak_note(one)
+    assert "seed 1 also ran at 1 point" in report_study.off_peak_note(lr_tuning.off_peak_seeds(
+        [r for r in runs[:8] if r["seed"] != 2]))
 
 
 def test_sweep_grows_on_each_side_until_it_leaves_the_band():

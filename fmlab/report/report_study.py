@@ -241,7 +241,8 @@ def off_peak_note(check):
     interval = ("" if check["low"] is None else
                 f", 95% interval {format_interval(check['low'], check['high'])} over the points")
     n = len(check["points"])
-    return (f" The choice on seeds that did not make it: seeds {', '.join(map(str, seeds))} also "
+    return (f" The choice on seeds that did not make it: seed{'s' * (len(seeds) > 1)} "
+            f"{', '.join(map(str, seeds))} also "
             f"ran at {counted(n, 'point')} other than the chosen peak (outside every comparison "
             f"above). Their validation accuracy at the chosen peak minus at the other point (pp): "
             f"{each}. Mean {100 * check['difference']:+.2f} pp{interval}; the chosen peak ahead "
