@@ -40,13 +40,19 @@ def planned_runs(variants, seeds, shard=None, lr_multipliers=(1.0,)):
     return runs
 
 
+def runs_to_do(planned, recipe, output_dir, fresh):
+    """run_store.runs_to_do with each variant's own recipe (a factor may set a setting) and
+    the flags' names for settings that differ."""
+    return run_store.runs_to_do(
+        planned, output_dir, lambda variant: dataclasses.asdict(recipe_for(recipe, variant)),
+        fresh, setting_names())
+
+
 def run_grid(planned, recipe, context, after_each_run=None):
     """Train every planned (variant, seed, lr multiplier) run not yet finished; returns the
     failed ones.
     after_each_run(finished, planned): called while runs remain, e.g. to redraw the report."""
-    todo, skipped = run_store.runs_to_do(
-        planned, context.output_dir, lambda variant: dataclasses.asdict(recipe_for(recipe, variant)),
-        context.fresh, setting_names())
+    todo, skipped = runs_to_do(planned, recipe, context.output_dir, context.fresh)
     for variant, seed, multiplier, status in skipped:
         print(f"skip {label(variant, multiplier)} seed {seed}: finished ({status}), --fresh "
               "retrains it")
@@ -148,9 +154,7 @@ def dry_run(args, variants, recipe, context):
                      f"{100 * lr_tuning.TUNING_BAND:g} pp of the best)")
     else:
         planned = planned_runs(variants, args.seeds, context.shard, args.lr_scales)
-    todo, skipped = run_store.runs_to_do(  # never fresh here: that would delete
-        planned, context.output_dir, lambda variant: dataclasses.asdict(recipe_for(recipe, variant)),
-        False, setting_names())
+    todo, skipped = runs_to_do(planned, recipe, context.output_dir, False)  # fresh would delete
     again = [(v, s, m, None) for v, s, m, _ in skipped] if args.fresh else []
     for variant, seed, multiplier, folder in again + todo:
         what = ("retrain" if folder is None else "resume " if (folder / run_store.SETTINGS).exists()
