@@ -142,6 +142,11 @@ def test_further_seeds_off_the_chosen_peak_check_the_choice_out_of_sample():
     assert "seeds 1, 2 also ran at 2 points" in note and "A x2 vs x1 +0.10" in note
     assert "B x1 vs x0.5 -0.20" in note and "ahead at 1 of 2" in note
     assert lr_tuning.off_peak_seeds(runs[:5] + runs[8:13]) is None  # further seeds at peaks only
+    # any measure the runs record, e.g. test accuracy (here validation + 1 pp: same gaps)
+    shifted = [{**r, "test_accuracy": r["val_accuracy"] and r["val_accuracy"] + 0.01} for r in runs]
+    on_test = lr_tuning.off_peak_seeds(shifted, measure="test_accuracy")
+    assert on_test["points"][0]["at_chosen"] == pytest.approx(0.93)
+    assert on_test["difference"] == pytest.approx(check["difference"])
     one = lr_tuning.off_peak_seeds(runs[:7])
     assert one["low"] is None and "95% interval" not in report_study.off_peak_note(one)
     assert "seed 1 also ran at 1 point" in report_study.off_peak_note(lr_tuning.off_peak_seeds(

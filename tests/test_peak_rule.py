@@ -48,3 +48,32 @@ def test_a_band_that_ends_before_a_diverged_run_is_a_lower_bound():
     (low, low_open), (high, high_open) = lr_tuning.band_edges(logs, 1, 0.004)
     assert low == pytest.approx(-0.8) and low_open is False
     assert high == 1.0 and high_open is True
+
+
+def test_the_argmax_seeds_kept_beside_the_study_are_at_its_argmax_points(tmp_path):
+    """benchmarks/peak-rule-runs holds the further seeds run at the sweep's argmax before the
+    peak rule moved it: its check pairs each with the peak the rule chose on the committed
+    sweep, at the variants where the two differ, and fails in one line without such seeds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmarks import peak_rule_check
+    from fmlab.store import run_store
+
+    root = Path(__file__).resolve().parents[1]
+    study = root / "docs"
+    result = peak_rule_check.check(study, root / "benchmarks" / "peak-rule-runs")
+    curves = {name: lr_tuning.sweep_curve(points)
+              for name, points in lr_tuning.by_variant(run_store.finished_runs(study)).items()}
+    points = result["val_accuracy"]["points"]
+    assert points and len(points) == len(result["test_accuracy"]["points"])
+    for p in points:
+        assert p["other"] == lr_tuning.argmax_point(curves[p["name"]]) != p["chosen"]
+        assert p["chosen"] == lr_tuning.best_point(curves[p["name"]]) and 0 not in p["seeds"]
+    table = tmp_path / "check.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.peak_rule_check", "--other",
+                           str(study), "--table", str(table)], capture_output=True, text=True,
+                          cwd=root, timeout=120)
+    assert done.returncode == 2 and "no seed there also finished" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not table.exists()

@@ -196,12 +196,12 @@ def winners_curse(runs):
     return result
 
 
-def off_peak_seeds(runs, confidence=0.95):
+def off_peak_seeds(runs, confidence=0.95, measure="val_accuracy"):
     """Further seeds (beyond the sweep's) run at a point other than the variant's chosen
     peak as well as at the peak: an out-of-sample check of the choice, since the sweep seeds
     chose it and these did not. {"points": [{"name", "chosen", "other", "seeds",
-    "at_chosen", "at_other"}] (mean validation accuracy of the seeds finished at both
-    points), "difference" (mean over points of at_chosen - at_other), "low", "high" (its
+    "at_chosen", "at_other"}] (mean `measure`, validation accuracy unless told, of the seeds
+    finished at both points), "difference" (mean over points of at_chosen - at_other), "low", "high" (its
     t interval over the points; None with one point), "ahead" (points where the chosen
     peak leads)}; None without such seeds."""
     chosen, result = chosen_multipliers(runs), []
@@ -211,7 +211,7 @@ def off_peak_seeds(runs, confidence=0.95):
         swept = set(sweep_seeds(points))
 
         def fresh(multiplier):
-            return {r["seed"]: r["val_accuracy"] for r in points[multiplier]
+            return {r["seed"]: r[measure] for r in points[multiplier]
                     if r["status"] == "ok" and r["seed"] not in swept}
         at_chosen = fresh(chosen[name])
         for multiplier in sorted(set(points) - {chosen[name]}):
