@@ -19,12 +19,13 @@ import numpy as np
 
 from fmlab.stats import claims
 from fmlab.stats import factor_analysis as fa
-from fmlab.stats import lr_tuning
+from fmlab.stats import lr_tuning, machines
 from fmlab.core.dataset_facts import CLASS_NAMES
 from fmlab.measures.model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDEX
 from fmlab.core.levels import DISPLAY, FACTORS, LEVELS
 from fmlab.report.report_statistics import BEYOND_INTRO, beyond_accuracy, statistics_sections
-from fmlab.report.report_study import counted, study_sections
+from fmlab.report.report_study import study_sections
+from fmlab.report.wording import counted, format_interval
 from fmlab.store.run_store import (atomic_write, extra_factors, format_seconds, load_figure_data, lr_multiplier_of,
                        run_label, settings_of)
 from fmlab.figures.best_run import (plot_activation_maps, plot_confusion_matrix, plot_filters,
@@ -172,6 +173,22 @@ def compute_sentence(runs):
             f"seed {s} {format_seconds(seconds)} ({counted(n, 'run')})"
             for s, (seconds, n) in sorted(per_seed.items())) + "."
     return text
+
+
+def machine_sentence(runs):
+    """Whether the machines of a study resumed or split across several moved its test
+    accuracy (fmlab.stats.machines); None with one machine."""
+    check = machines.machine_effect(runs)
+    if check is None:
+        return None
+    (reference, _), *_ = check["machines"]
+    each = "; ".join(f"on {e['machine']} {100 * e['estimate']:+.2f} pp "
+                     f"{format_interval(e['low'], e['high'])}" for e in check["effects"])
+    return (f"Machines: with the machine as a term beside each run's cell (variant and learning "
+            f"rate) and seed (OLS, {check['df']} residual df), test accuracy {each} against "
+            f"{reference} (95% interval; F test of the machine p = {check['p']:.2g}). Runs met a "
+            "machine by when they ran, not by design: a shift beyond the interval is unlikely, "
+            "one inside it is not ruled out.")
 
 
 def settings_rows(run):
@@ -322,7 +339,8 @@ def write_report(output_dir, runs, x_test, progress=None, wide=None):
     sections = [
         Section("Fashion-MNIST CNN design-choice lab: results", 1, warnings, [
             f"Best on validation: **{best['name']}** ({best_run}), test accuracy "
-            f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(every_run)]),
+            f"{100 * best['test_accuracy']:.2f}%.", compute_sentence(every_run),
+            *filter(None, [machine_sentence(every_run)])]),
         # the answers first (claims, accuracy, effects), then what they rest on, then reference
         *[table_section(t) for t in claims_tables[:-1]],
         *([dataclasses.replace(table_section(claims_tables[-1]), figures=claims_figures)]
