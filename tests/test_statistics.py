@@ -276,3 +276,14 @@ def test_a_machine_shift_is_found_beside_cells_and_seeds_and_refused_where_confo
     assert machine_effect(machine_runs(lambda cell, seed: "AB"[seed >= 2])) is None
     assert machine_effect(machine_runs(lambda cell, seed: "A")) is None
     assert machine_sentence(machine_runs(lambda cell, seed: "A")) is None
+
+
+def test_a_grid_still_running_its_seeds_says_how_many_each_variant_has():
+    """While seeds 1-4 run, the report's 'mean over ...' must not claim every variant has all
+    of them."""
+    from fmlab.report.wording import seeds_phrase
+
+    runs = [{"name": n, "seed": s} for n in "AB" for s in range(5)]
+    assert seeds_phrase(runs) == "5 seeds"
+    assert seeds_phrase(runs[:6]) == "1-5 seeds"  # A on 5 seeds, B on 1
+    assert seeds_phrase(runs[:1]) == "1 seed"

@@ -191,9 +191,10 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     right.set_title("Test accuracy of every variant, one point per seed", fontsize=11)
     right.grid(axis="x", alpha=0.3)
     right.legend(loc="lower right", fontsize=8.5)
-    n_seeds = max((len(values) for _, values, _ in points), default=0)
-    fig.suptitle(f"Which design choices matter? ({n_seeds} seed{'s' if n_seeds != 1 else ''} "
-                 "per variant)", fontsize=14)
+    counts = sorted(len(values) for _, values, _ in points) or [0]
+    seeds = f"{counts[-1]} seed{'s' * (counts[-1] != 1)}" if counts[0] == counts[-1] else \
+        f"{counts[0]}-{counts[-1]} seeds"  # while a grid still runs its seeds
+    fig.suptitle(f"Which design choices matter? ({seeds} per variant)", fontsize=14)
     return save_figure(fig, path)
 
 

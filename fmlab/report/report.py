@@ -25,7 +25,7 @@ from fmlab.measures.model_analysis import GRADCAM_LAYER, MAP_LAYERS, SAMPLE_INDE
 from fmlab.core.levels import DISPLAY, FACTORS, LEVELS
 from fmlab.report.report_statistics import BEYOND_INTRO, beyond_accuracy, statistics_sections
 from fmlab.report.report_study import study_sections
-from fmlab.report.wording import counted, format_interval
+from fmlab.report.wording import counted, format_interval, seeds_phrase
 from fmlab.store.run_store import (atomic_write, extra_factors, format_seconds, load_figure_data, lr_multiplier_of,
                        run_label, settings_of)
 from fmlab.figures.best_run import (plot_activation_maps, plot_confusion_matrix, plot_filters,
@@ -294,7 +294,7 @@ def write_report(output_dir, runs, x_test, progress=None, wide=None):
     best_run = f"seed {best['seed']}" + (f", lr x{multiplier:g}" if multiplier != 1 else "")
     n_seeds = len({r["seed"] for r in ok})
     per_variant = mean_over_seeds(ok) if n_seeds > 1 else ok
-    over = f" (mean over {n_seeds} seeds)" if n_seeds > 1 else ""
+    over = f" (mean over {seeds_phrase(ok)})" if n_seeds > 1 else ""
 
     mean_recall = np.mean([[r["classification_report"][c]["recall"] for c in class_names]
                            for r in ok], axis=0)
@@ -308,15 +308,15 @@ def write_report(output_dir, runs, x_test, progress=None, wide=None):
         recalls = {f"{r_label} (seed {ok[0]['seed']})": v for r_label, v in recalls.items()}
     figures = [
         (plot_training_curves(per_variant, output_dir / "model_comparison.png",
-                              f"mean over {n_seeds} seeds per epoch; star: best epoch of the mean "
+                              f"mean over {seeds_phrase(ok)} per epoch; star: best epoch of the mean "
                               "validation curve" if n_seeds > 1 else None),
          f"Training and validation accuracy and loss per epoch for every variant{over}; the "
          "star marks the epoch with the best validation accuracy, whose checkpoint was evaluated."),
         *best_run_figures(best, best_run, x_test, output_dir),
         (plot_per_class_accuracy({k: np.mean(v, axis=0) for k, v in recalls.items()},
                                  class_names, output_dir / "per_class_accuracy.png",
-                                 *([f"Per-class test accuracy of every variant, mean over {n_seeds} "
-                                    "seeds (best validation run's variant first)"]
+                                 *([f"Per-class test accuracy of every variant, mean over {seeds_phrase(ok)} "
+                                    "(best validation run's variant first)"]
                                    if n_seeds > 1 else [])),
          f"Per-class test accuracy of every variant{over}; hardest on average: {hardest}."),
     ]

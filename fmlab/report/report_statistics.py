@@ -9,7 +9,7 @@ import numpy as np
 
 from fmlab.stats import factor_analysis as fa
 from fmlab.measures.model_analysis import ECE_BINS
-from fmlab.report.wording import counted, format_interval, significance_words
+from fmlab.report.wording import format_interval, seeds_phrase, significance_words
 from fmlab.figures.plots import plot_calibration, plot_shift_robustness, variant_label
 
 
@@ -62,11 +62,10 @@ def statistics_sections(runs, factors, display, tuned=False):
     ok = [r for r in runs if r["status"] == "ok"]
     summary = fa.variant_summary(ok, factors)
     effects, pair_effects = adjusted_effects(ok, factors, "test_accuracy")
-    n_seeds = len({r["seed"] for r in ok})
     tables = [("Variants over seeds",
                f"Mean ± sample standard deviation [{fa.CONFIDENCE:.0%} t interval of the mean, "
                f"clipped at 0 (and 100%) where the metric ends] over "
-               f"{counted(n_seeds, 'seed')}; best mean test accuracy first." +
+               f"{seeds_phrase(ok)}; best mean test accuracy first." +
                (" Each variant at its tuned peak learning rate (chosen on validation: see "
                 "'Learning rate, tuned per variant')." if tuned else ""),
                ["variant", "seeds", "test acc", "val acc", "test loss", "train time (min)"],
@@ -133,7 +132,7 @@ def beyond_accuracy(ok, factors, display, output_dir):
               for e in summary]
     consistency_order = sorted(summary, key=lambda e: -e["shift_consistency"]["mean"])
     n_seeds = len({r["seed"] for r in ok})
-    over = f"mean over {n_seeds} seeds" if n_seeds > 1 else "one seed"
+    over = f"mean over {seeds_phrase(ok)}" if n_seeds > 1 else "one seed"
     tables = [
         ("Calibration",
          f"Expected calibration error (ECE, {ECE_BINS} equal-width confidence bins; Guo et al. 2017) and "

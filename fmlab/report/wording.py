@@ -15,6 +15,16 @@ def counted(n, noun):
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
+def seeds_phrase(runs):
+    """'5 seeds', or '1-5 seeds' while the variants have run on different numbers of them
+    (a grid still running its seeds)."""
+    seeds = {}
+    for r in runs:
+        seeds.setdefault(r["name"], set()).add(r["seed"])
+    low, high = min(map(len, seeds.values()), default=0), max(map(len, seeds.values()), default=0)
+    return counted(high, "seed") if low == high else f"{low}-{high} seeds"
+
+
 def significance_words(effect):
     """How a factor-table row reads: whether its intervals exclude zero."""
     if not np.isfinite(effect["low"]):
