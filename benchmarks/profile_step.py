@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf  # noqa: E402
 
 from fmlab.run import training  # noqa: E402
+from fmlab.run.recipe import Recipe  # noqa: E402
 from fmlab.run.pipeline import make_dataset  # noqa: E402
 from fmlab.run.models import Variant  # noqa: E402
 
@@ -67,7 +68,7 @@ def profile(variant, steps, batch_size, precision="float32"):
     labels = rng.integers(0, 10, len(images)).astype(np.int32)
     dataset = make_dataset(images, labels, batch_size, training=True, seed=0)
     model = training.compiled_model(variant, tf.distribute.get_strategy(), steps,
-                                    training.Recipe(epochs=2, precision=precision))
+                                    Recipe(epochs=2, precision=precision))
     model.fit(dataset, epochs=1, verbose=0)  # trace and warm up outside the profile
     logdir = tempfile.mkdtemp(prefix="profile_step_")
     tf.profiler.experimental.start(logdir)

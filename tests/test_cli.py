@@ -328,14 +328,13 @@ def test_tune_lr_with_report_only_only_reports():
 def test_help_lists_every_recipe_setting(capsys):
     import dataclasses
 
-    from fmlab.run import training
-    from fmlab.run.training import Recipe
+    from fmlab.run.recipe import Recipe, flag_of
 
     with pytest.raises(SystemExit):
         fm.parse_args(["--help"])
     text = capsys.readouterr().out
     for field in dataclasses.fields(Recipe):
-        assert training.flag_of(field) in text, field.name
+        assert flag_of(field) in text, field.name
     # the single multiplier's old name works, hidden (one letter from --lr-scales)
     assert "--peak-lr-factor F" in text and not re.search(r"--lr-scale(?!s)", text)
     assert fm.parse_args(["--lr-scale", "2"]).peak_lr_factor == 2.0 == \

@@ -24,7 +24,8 @@ from fmlab.run import training
 from fmlab.run.data import prepare_data
 from fmlab.core.errors import UsageError
 from fmlab.run.models import Variant, build_model
-from fmlab.run.training import Recipe
+from fmlab.run import recipe
+from fmlab.run.recipe import Recipe
 from fmlab.run.training_callbacks import RecomputeBatchNormStatistics
 
 pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
@@ -90,22 +91,21 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 def test_a_folder_keeps_one_precision(tmp_path, monkeypatch):
     """auto resolves per machine; a grid resumed elsewhere keeps its folder's precision, and
     an explicit other precision is refused in one line."""
-    from fmlab.run import recipe
     monkeypatch.setattr(recipe, "resolve_precision", lambda p: (
         ("float32", "auto: the CPU has no native bfloat16") if p == "auto" else (p, "--precision")))
-    assert training.grid_precision("auto", tmp_path) == ("float32",
+    assert recipe.grid_precision("auto", tmp_path) == ("float32",
                                                          "auto: the CPU has no native bfloat16")
     run_store.start_run_folder(tmp_path / "runs/CNN_ReLU_MaxPool_Adam/seed0",
                                dataclasses.asdict(Recipe(precision="mixed_bfloat16")))
-    assert training.grid_precision("auto", tmp_path) == (
+    assert recipe.grid_precision("auto", tmp_path) == (
         "mixed_bfloat16", f"auto: kept from the runs already in {tmp_path}")
-    assert training.grid_precision("mixed_bfloat16", tmp_path)[0] == "mixed_bfloat16"
+    assert recipe.grid_precision("mixed_bfloat16", tmp_path)[0] == "mixed_bfloat16"
     with pytest.raises(UsageError, match="holds runs in mixed_bfloat16; .* --precision mixed_bfloat16"):
-        training.grid_precision("float32", tmp_path)
+        recipe.grid_precision("float32", tmp_path)
     run_store.start_run_folder(tmp_path / "runs/CNN_ReLU_Strided_Adam/seed0",
                                dataclasses.asdict(Recipe(precision="float32")))
     with pytest.raises(UsageError, match="holds runs in float32 and mixed_bfloat16"):
-        training.grid_precision("auto", tmp_path)
+        recipe.grid_precision("auto", tmp_path)
 
 
 def test_an_explicit_precision_beside_another_is_refused_by_the_cli(tmp_path, capsys):
@@ -315,7 +315,7 @@ def test_metrics_say_where_the_numbers_came_from(tiny_grid):
     assert env["backend"] == "tensorflow" and env["replicas"] == 1 and env["precision"] == "float32"
     assert env["precision_reason"] == "--precision"  # the shared grid pins it (conftest)
     # Keras' jit_compile="auto" as resolved on TensorFlow: XLA on a GPU, off on a CPU
-    assert env["xla"] is bool(training.gpus())
+    assert env["xla"] is bool(recipe.gpus())
     assert env["packages"]["tensorflow"] and env["packages"]["keras"].startswith("3.")
     assert env["device"] and env["cpu_count"] == os.cpu_count()
     assert environment.summary_line(env) == stdout.splitlines()[0]  # the start line says it too
@@ -347,9 +347,9 @@ def test_quick_runs_get_their_own_folder():
     assert fm.parse_args(["--quick"]).output_dir == Path("results-quick")
     assert fm.parse_args([]).output_dir == Path("results")
     assert fm.parse_args(["--quick", "--output-dir", "mine"]).output_dir == Path("mine")
-    assert Recipe.from_args(fm.parse_args(["--quick"])) == Recipe(**training.QUICK,
-                                                                  precision=training.resolve_precision("auto")[0])
-    auto = training.resolve_precision("auto")[0]  # this machine's: the tests run anywhere
+    assert Recipe.from_args(fm.parse_args(["--quick"])) == Recipe(**recipe.QUICK,
+                                                                  precision=recipe.resolve_precision("auto")[0])
+    auto = recipe.resolve_precision("auto")[0]  # this machine's: the tests run anywhere
     assert Recipe.from_args(fm.parse_args([])) == Recipe(precision=auto)
 
 

@@ -85,7 +85,7 @@ def test_the_committed_grid_is_what_the_readme_command_trains():
 
     import fashion_mnist_cnn as fm
     from fmlab.store.run_store import settings_of
-    from fmlab.run.training import Recipe, grid_precision
+    from fmlab.run.recipe import Recipe, grid_precision
 
     quoted = re.findall(r"made by `python fashion_mnist_cnn\.py ([^`]*)`",
                         " ".join((ROOT / "README.md").read_text().split()))

@@ -18,7 +18,7 @@ from fmlab.core import levels
 from fmlab.core.errors import UsageError
 from fmlab.run import models
 from fmlab.run.models import Variant, variant_grid
-from fmlab.run.training import Recipe
+from fmlab.run.recipe import Recipe
 from fmlab.stats import claims, claims_by_factor, factorial
 from fmlab.store import run_store
 

@@ -9,7 +9,7 @@ import pytest
 from fmlab.run import models
 from fmlab.run import training
 from fmlab.run.models import FACTORS, Variant, build_model, trainable_params, variant_grid
-from fmlab.run.training import Recipe
+from fmlab.run.recipe import Recipe
 
 VARIANTS = variant_grid(*FACTORS.values())
 

@@ -18,12 +18,12 @@ from fmlab.run.pipeline import make_dataset
 from fmlab.core.errors import UsageError
 from fmlab.measures.model_analysis import shift_images
 from fmlab.run.models import Variant, build_model, trainable_params
-from fmlab.run.training import Recipe
+from fmlab.run.recipe import Recipe, flag_of, setting_names
 from fmlab.run.training_callbacks import Lookahead
 
 pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
 
-FLAGS = training.setting_names()  # how the runner names settings in refusals
+FLAGS = setting_names()  # how the runner names settings in refusals
 
 
 def shifted(image, dy, dx):
@@ -114,9 +114,9 @@ def test_refusals_name_the_flags_that_exist():
     runner's parser is): a value flag with its values, a switch or derived setting by its
     settings.json key and its flag; a retired setting at its neutral value is no difference."""
     fields = {f.name: f for f in dataclasses.fields(Recipe)}
-    assert training.flag_of(fields["bn_scale"]) == "--no-bn-scale"
-    assert training.flag_of(fields["replica_scaling"]) == "--scale-with-replicas"
-    assert training.flag_of(fields["peak_lr_factor"]) == "--peak-lr-factor"
+    assert flag_of(fields["bn_scale"]) == "--no-bn-scale"
+    assert flag_of(fields["replica_scaling"]) == "--scale-with-replicas"
+    assert flag_of(fields["peak_lr_factor"]) == "--peak-lr-factor"
     now = dataclasses.asdict(Recipe())
     for changed, message in [({"bn_scale": False}, "bn_scale (--no-bn-scale) False (now True)"),
                              ({"tta": False}, "tta (--no-tta) False (now True)"),

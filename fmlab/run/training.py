@@ -1,4 +1,5 @@
-"""How every run trains and is evaluated: the Recipe, and one run from start to finish.
+"""How every run trains and is evaluated: one run from start to finish (its settings are
+fmlab.run.recipe's Recipe).
 
     record = train_and_evaluate(variant, seed, data, recipe, strategy, run_dir)
 
@@ -6,7 +7,6 @@ train_and_evaluate reads top to bottom: reset and seed, datasets, model, callbac
 then the best checkpoint's test predictions, analysis and figure data, saved by run_store.
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -23,11 +23,9 @@ from fmlab.core import environment
 from fmlab.measures import model_analysis
 from fmlab.store import run_store
 from fmlab.run import tensorboard_hparams
-from fmlab.run.data import CLASS_NAMES, SPLIT_SIZES
+from fmlab.run.data import CLASS_NAMES
 from fmlab.run.pipeline import make_dataset
-from fmlab.run.recipe import (QUICK, Recipe, flag_of, grid_precision, gpus,  # noqa: F401  (re-exported)
-                              recipe_for, resolve_precision, setting, setting_names)
-from fmlab.core.errors import UsageError, positive_int
+from fmlab.run.recipe import gpus
 from fmlab.stats.factor_analysis import convergence_measures
 from fmlab.core.levels import FACTORS, LEVELS
 from fmlab.run.models import build_model, downsampling_params, trainable_params
