@@ -463,3 +463,31 @@ def test_claims_section_names_its_seeds_and_family_as_counted(tmp_path):
     intro = report_study.claims_section(runs, None, None, tmp_path)[0][0][1]
     assert "on 23 runs" in intro and f"missing from the model: {runs[0]['name']} seed {runs[0]['seed']}." in intro
     assert figures and figures[0][0].exists()
+
+
+def test_the_claims_are_read_again_without_the_seed_that_chose_the_peaks():
+    """Seed 0's sweep chose every peak, so its runs there are selected: the claims are read
+    again on seeds 1-4 alone and the report names every verdict that changes. Planted: no
+    effect anywhere, but seed 0 1 pp better with max pooling (a selection artefact)."""
+    from fmlab.report import report_study
+
+    def swept_at_zero(runs):
+        return [{"name": n, "sweep_seeds": [0], "width": 3.0, "width_censored": False}
+                for n in {r["name"] for r in runs}]
+    clean = factorial_runs("test_accuracy", lambda v: 0.0, seeds=range(5))
+    note = report_study.sweep_seed_note(clean, swept_at_zero(clean),
+                                        claims.claims_table(clean, swept_at_zero(clean)))
+    assert "Without the sweep's seed 0, whose" in note and "seeds 1, 2, 3, 4 alone (up to 21" in note
+    assert note.endswith("every tested claim keeps its verdict.")
+    lifted = [{**r, "test_accuracy": r["test_accuracy"] + 0.01 * (r["seed"] == 0 and r["downsampling"] == "maxpool")}
+              for r in clean]
+    rows = claims.claims_table(lifted, swept_at_zero(lifted))
+    assert claim(rows, "3a.")["verdict"] == "leans for"
+    note = report_study.sweep_seed_note(lifted, swept_at_zero(lifted), rows)
+    assert "the verdict differs for" in note and "3a (leans for -> no practical effect, +0.01)" in note
+    assert report_study.sweep_seed_note(clean, None, rows) == ""  # no sweep: nothing chose
+    two = [r for r in clean if r["seed"] < 2]  # one seed beside the sweep's: no residual
+    assert report_study.sweep_seed_note(two, swept_at_zero(two), claims.claims_table(two)) == ""
+    # a variant without seed 1-4 runs yet (a grid mid-way): no model of those seeds, no note
+    gap = [r for r in clean if not (r["name"] == clean[0]["name"] and r["seed"] > 0)]
+    assert report_study.sweep_seed_note(gap, swept_at_zero(gap), claims.claims_table(gap)) == ""

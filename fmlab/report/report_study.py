@@ -163,7 +163,8 @@ def claims_table_section(tuned, sensitivity, rows=None, where_suffix=""):
              "Why each measure: " + " ".join(
                  f"{r['claim'].split('.')[0]}: {r['why']}." for i, r in enumerate(rows)
                  if r["why"] not in [q["why"] for q in rows[:i]]) + strided_units_note(used)
-             + seed_plan_note(claims.seed_plan(rows, family)))
+             + seed_plan_note(claims.seed_plan(rows, family))
+             + sweep_seed_note(tuned, sensitivity, rows))
     table = (f"The classic claims, tested{where_suffix}", intro,
              ["claim", "measure", "effect", "95% interval",
               f"Bonferroni (x{family})" if family else "Bonferroni",
@@ -194,6 +195,33 @@ def seed_plan_note(plan):
             f"±{100 * plan['detectable']:.2f} pp is detected with {factorial.POWER:.0%} power at the family-wise "
             f"level; ±{s:g} pp needs {seeds(plan['needed_family'])} per variant at that level "
             f"({seeds(plan['needed'])} at the 5% level).")
+
+
+def sweep_seed_note(tuned, sensitivity, rows):
+    """The claims again without the seed whose sweep chose the peaks: its validation accuracy
+    at a chosen point is lifted by the choice (the winner's curse), so the seeds that chose
+    nothing are a replication free of the selection. Verdicts compared without their
+    reasons; 5b, a measure of the sweep itself, is the same in both."""
+    swept = {s for e in sensitivity or () for s in e["sweep_seeds"]}
+    fresh = [r for r in tuned if r["seed"] not in swept]
+    seeds = sorted({r["seed"] for r in claims.claim_level_runs(fresh)})
+    if not swept or len(seeds) < 2:
+        return ""
+    again = {r["claim"].split(".")[0]: r for r in claims.claims_table(fresh, sensitivity)
+             if r.get("modelled") and r["metric"] != "lr_width" and r["df"] > 0}
+    if not again:  # a variant without such seeds: no model to read them with
+        return ""
+    changed = [f"{number} ({short_verdict(r['verdict'])} -> {short_verdict(again[number]['verdict'])}, "
+               f"{r['scale'] * again[number]['effect']:+.2f})"
+               for r in rows if (number := r["claim"].split(".")[0]) in again
+               and short_verdict(r["verdict"]) != short_verdict(again[number]["verdict"])]
+    df = max(r["df"] for r in again.values())  # the test-accuracy model's
+    many = len(swept) > 1
+    return (f" Without the sweep's seed{'s' * many} {', '.join(map(str, sorted(swept)))}, whose "
+            f"validation accuracy chose the peaks (so {'their' if many else 'its'} runs there are "
+            f"selected): on seeds {', '.join(map(str, seeds))} alone (up to {df:.0f} residual df, "
+            f"Bonferroni alike) " + (f"the verdict differs for {', '.join(changed)}."
+                                          if changed else "every tested claim keeps its verdict."))
 
 
 def winners_curse_note(curse):
