@@ -26,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 from fmlab.run import training  # noqa: E402
 from fmlab.run.recipe import Recipe  # noqa: E402
 from fmlab.run.pipeline import make_dataset  # noqa: E402
-from fmlab.run.models import Variant  # noqa: E402
+from fmlab.run.variants import Variant  # noqa: E402
 
 LAYER_KINDS = [  # (category, pattern on the layer's name), first match wins; convolutions
     ("batch norm", r"bn"),  # and pooling are told by their op types (strided "down" convs)

@@ -27,7 +27,8 @@ import keras  # noqa: E402
 
 from fmlab.run.data import prepare_data  # noqa: E402
 from fmlab.run.pipeline import make_dataset  # noqa: E402
-from fmlab.run.models import Variant, build_model  # noqa: E402
+from fmlab.run.models import build_model  # noqa: E402
+from fmlab.run.variants import Variant  # noqa: E402
 from fmlab.run.recipe import Recipe  # noqa: E402
 from fmlab.run.training import make_optimizer  # noqa: E402
 

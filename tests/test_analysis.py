@@ -13,7 +13,8 @@ import fashion_mnist_cnn as fm
 from fmlab.measures import model_analysis as ma
 from fmlab.store import run_store
 from fmlab.run import training
-from fmlab.run.models import Variant, build_model
+from fmlab.run.models import build_model
+from fmlab.run.variants import Variant
 
 pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
 

@@ -13,7 +13,9 @@ from fmlab.stats import factorial
 from fmlab.stats import lr_tuning
 from fmlab.stats.factor_analysis import convergence_measures
 from fmlab.measures.model_analysis import activation_probe, never_positive_shares
-from fmlab.run.models import FACTORS, Variant, build_model, downsampling_params
+from fmlab.run.models import build_model, downsampling_params
+from fmlab.core.levels import FACTORS
+from fmlab.run.variants import Variant
 
 
 def test_never_positive_shares_count_known_dead_units():

@@ -23,7 +23,8 @@ from fmlab.store import run_store
 from fmlab.run import training
 from fmlab.run.data import prepare_data
 from fmlab.core.errors import UsageError
-from fmlab.run.models import Variant, build_model
+from fmlab.run.models import build_model
+from fmlab.run.variants import Variant
 from fmlab.run import recipe
 from fmlab.run.recipe import Recipe
 from fmlab.run.training_callbacks import RecomputeBatchNormStatistics

@@ -17,7 +17,7 @@ from fmlab.run.recipe import recipe_for
 from fmlab.core import levels
 from fmlab.core.errors import UsageError
 from fmlab.run import models
-from fmlab.run.models import Variant, variant_grid
+from fmlab.run.variants import Variant, variant_grid
 from fmlab.run.recipe import Recipe
 from fmlab.stats import claims, claims_by_factor, factorial
 from fmlab.store import run_store

@@ -16,7 +16,7 @@ from fmlab.run import grid
 from fmlab.stats import lr_tuning
 from fmlab.store import run_store
 from fmlab.core.errors import UsageError
-from fmlab.run.models import Variant
+from fmlab.run.variants import Variant
 from fmlab.run.recipe import recipe_for
 
 pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`

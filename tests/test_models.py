@@ -8,7 +8,9 @@ import pytest
 
 from fmlab.run import models
 from fmlab.run import training
-from fmlab.run.models import FACTORS, Variant, build_model, trainable_params, variant_grid
+from fmlab.run.models import build_model, trainable_params
+from fmlab.core.levels import FACTORS
+from fmlab.run.variants import Variant, variant_grid
 from fmlab.run.recipe import Recipe
 
 VARIANTS = variant_grid(*FACTORS.values())

@@ -14,7 +14,7 @@ from fmlab.run import grid
 from fmlab.store import run_store
 from fmlab.run.data import prepare_data
 from fmlab.core.errors import UsageError
-from fmlab.run.models import variant_grid
+from fmlab.run.variants import variant_grid
 
 pytestmark = pytest.mark.trains  # trains models: left out of `make test-fast`
 

@@ -17,7 +17,8 @@ from fmlab.run import training
 from fmlab.run.pipeline import make_dataset
 from fmlab.core.errors import UsageError
 from fmlab.measures.model_analysis import shift_images
-from fmlab.run.models import Variant, build_model, trainable_params
+from fmlab.run.models import build_model, trainable_params
+from fmlab.run.variants import Variant
 from fmlab.run.recipe import Recipe, flag_of, setting_names
 from fmlab.run.training_callbacks import Lookahead
 

@@ -4,15 +4,13 @@
     model = build_model(variant)                       # functional Keras model, named layers
 """
 
-import dataclasses
-import itertools
-
 import keras
 import numpy as np
 from keras import layers
 
-from fmlab.core.levels import DISPLAY, FACTORS, LEVELS, MODEL_PARTS, level  # noqa: F401  (FACTORS: the default grid)
-from fmlab.run.variants import MAX_TRAINABLE_PARAMS, Variant, variant_grid  # noqa: F401  (re-exported)
+from fmlab.core.levels import LEVELS
+from fmlab.run.variants import MAX_TRAINABLE_PARAMS
+
 
 def build_model(variant, bn_momentum=0.99, synchronized=False, bn_scale=True):
     """The CNN of one variant (see _build); its model-part factors (MODEL_PARTS) set the
