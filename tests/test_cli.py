@@ -46,6 +46,8 @@ def test_results_table_has_one_row_per_run(tiny_grid):
         # 576 training images, 2 epochs: far from done, far above chance (10%)
         assert 0.3 < float(row["test_accuracy"]) < 0.95 and float(row["test_loss"]) > 0
         assert int(row["trainable_params"]) < 1_000_000
+        record = json.loads((out / "runs" / row["name"] / f"seed{row['seed']}" / "metrics.json").read_text())
+        assert row["device"] == record["environment"]["device"] != ""  # where it trained
     accuracies = [float(r["val_accuracy"]) for r in rows]
     assert accuracies == sorted(accuracies, reverse=True)  # best on validation first
     assert "[1/4] CNN_ReLU_MaxPool_Adam seed 0" in stdout

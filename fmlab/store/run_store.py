@@ -84,7 +84,7 @@ RESULT_COLUMNS = ["name", "activation", "downsampling", "optimizer", "lr_multipl
                   "test_accuracy", "test_loss", "val_accuracy_epoch1", "val_accuracy_epoch2",
                   "epochs_to_90", "epochs_to_92", "train_eval_accuracy", "generalization_gap",
                   "loss_gap", "never_positive_units", "ece", "shift_consistency",
-                  "shift_accuracy_1px", "shift_accuracy_3px", "train_seconds"]
+                  "shift_accuracy_1px", "shift_accuracy_3px", "train_seconds", "device"]
 
 
 def check_same_settings(recorded, now, where, names=None):
@@ -224,6 +224,8 @@ def write_results_table(output_dir, runs=None):
         runs = finished_runs(output_dir) if runs is None else runs
         columns = result_columns(runs)
         rows = [{k: run.get(k) for k in columns} for run in runs]
+        for row, run in zip(rows, runs):  # where it trained: a grid may span machines
+            row["device"] = (run.get("environment") or {}).get("device")
         atomic_write(output_dir / "results.json", json.dumps(rows, indent=2) + "\n")
         with tempfile.SpooledTemporaryFile(mode="w+") as buf:
             writer = csv.DictWriter(buf, columns)
