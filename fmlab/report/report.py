@@ -26,7 +26,7 @@ from fmlab.core.levels import DISPLAY, FACTORS, LEVELS
 from fmlab.report.report_statistics import BEYOND_INTRO, beyond_accuracy, statistics_sections
 from fmlab.report.report_study import study_sections
 from fmlab.report.wording import counted, format_interval, seeds_phrase
-from fmlab.store.run_store import (atomic_write, extra_factors, format_seconds, load_figure_data, lr_multiplier_of,
+from fmlab.store.run_store import (atomic_write, device_of, extra_factors, format_seconds, load_figure_data, lr_multiplier_of,
                        run_label, settings_of)
 from fmlab.figures.best_run import (plot_activation_maps, plot_confusion_matrix, plot_filters,
                                     plot_gradcam, plot_misclassified)
@@ -152,7 +152,7 @@ def compute_sentence(runs):
     across sessions or split between machines (the devices are named)."""
     train = sum(r.get("train_seconds", 0.0) for r in runs)
     timed = [r["evaluation_seconds"] for r in runs if "evaluation_seconds" in r]
-    devices = Counter(r["environment"]["device"] for r in runs if r.get("environment"))
+    devices = Counter(device for device in map(device_of, runs) if device)
     text = (f"Compute: {counted(len(runs), 'run')}, {format_seconds(train)} of training + "
             f"{format_seconds(sum(timed))} of evaluation = {format_seconds(train + sum(timed))} "
             f"one after another")

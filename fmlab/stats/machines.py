@@ -16,11 +16,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from fmlab.stats.factorial import CONFIDENCE, ok_rows
-from fmlab.store.run_store import lr_multiplier_of
-
-
-def machine_of(run):
-    return (run.get("environment") or {}).get("device")
+from fmlab.store.run_store import device_of, lr_multiplier_of
 
 
 def machine_effect(runs, metric="test_accuracy", confidence=CONFIDENCE):
@@ -30,8 +26,8 @@ def machine_effect(runs, metric="test_accuracy", confidence=CONFIDENCE):
     machine, or where the design leaves the machine inestimable (every cell on one machine)
     or no residual."""
     rows = [{"y": float(r[metric]), "cell": f"{r['name']} x{lr_multiplier_of(r):g}",
-             "seed": str(r["seed"]), "machine": machine_of(r)}
-            for r in ok_rows(runs) if r.get(metric) is not None and machine_of(r)]
+             "seed": str(r["seed"]), "machine": device_of(r)}
+            for r in ok_rows(runs) if r.get(metric) is not None and device_of(r)]
     frame = pd.DataFrame(rows, columns=["y", "cell", "seed", "machine"])
     counts = frame["machine"].value_counts()
     if len(counts) < 2:

@@ -49,6 +49,11 @@ def lr_multiplier_of(run):
     return run.get("lr_multiplier", 1.0)
 
 
+def device_of(run):
+    """The machine a run trained on, as its record names it (None for a record without one)."""
+    return (run.get("environment") or {}).get("device")
+
+
 def run_key(run):
     """What identifies a run within a grid: variant, learning-rate multiplier, seed."""
     return run["name"], lr_multiplier_of(run), run["seed"]

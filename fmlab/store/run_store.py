@@ -23,7 +23,7 @@ import numpy as np
 from fmlab.core.errors import UsageError
 from fmlab.store.layout import (  # noqa: F401  (re-exported: run_store is the store's face)
     BACKUP, CHECKPOINT_PATTERN, FIGURE_DATA, HISTORY, METRICS, MODEL, PREDICTIONS, RUNS,
-    SETTINGS, TENSORBOARD, TUNING, atomic_save_npz, atomic_write, lr_multiplier_of,
+    SETTINGS, TENSORBOARD, TUNING, atomic_save_npz, atomic_write, device_of, lr_multiplier_of,
     metrics_paths, read_history, run_dir, run_key, runs_folder, temp_file_beside)
 from fmlab.store.resume import (  # noqa: F401  (re-exported)
     backup_epoch, best_logged_epoch, checkpoint_epochs, checkpoint_path, prepare_resume,
@@ -225,7 +225,7 @@ def write_results_table(output_dir, runs=None):
         columns = result_columns(runs)
         rows = [{k: run.get(k) for k in columns} for run in runs]
         for row, run in zip(rows, runs):  # where it trained: a grid may span machines
-            row["device"] = (run.get("environment") or {}).get("device")
+            row["device"] = device_of(run)
         atomic_write(output_dir / "results.json", json.dumps(rows, indent=2) + "\n")
         with tempfile.SpooledTemporaryFile(mode="w+") as buf:
             writer = csv.DictWriter(buf, columns)
