@@ -145,7 +145,8 @@ def plot_seed_points(ax, points):
 
 
 @drawn_only_when_changed
-def plot_factor_effects(effects, interaction_effects, points, path, display):
+def plot_factor_effects(effects, interaction_effects, points, path, display,
+                        title="Which design choices matter?"):
     """Left: each factor's main effect and each interaction with its 95% interval, zero
     marked. Right: every run's test accuracy as a point per seed, with the variant's mean
     and interval, so the seed-to-seed spread is visible.
@@ -154,6 +155,7 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     high, df, significant;
     family_low/family_high, when present, are drawn as a thinner, wider interval).
     points: list of (variant label, [accuracy per seed], (mean, low, high)), best first.
+    title: the figure's title (the report adds how many seeds each variant has).
     """
     rows = [(fa.comparison_label(e, display), e) for e in effects]
     rows += [(fa.comparison_label(e, display).replace(" x ", " x\n") + " (interaction)", e)
@@ -191,10 +193,7 @@ def plot_factor_effects(effects, interaction_effects, points, path, display):
     right.set_title("Test accuracy of every variant, one point per seed", fontsize=11)
     right.grid(axis="x", alpha=0.3)
     right.legend(loc="lower right", fontsize=8.5)
-    counts = sorted(len(values) for _, values, _ in points) or [0]
-    seeds = f"{counts[-1]} seed{'s' * (counts[-1] != 1)}" if counts[0] == counts[-1] else \
-        f"{counts[0]}-{counts[-1]} seeds"  # while a grid still runs its seeds
-    fig.suptitle(f"Which design choices matter? ({seeds} per variant)", fontsize=14)
+    fig.suptitle(title, fontsize=14)
     return save_figure(fig, path)
 
 

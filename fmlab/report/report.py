@@ -326,7 +326,7 @@ def write_report(output_dir, runs, x_test, progress=None, wide=None):
     if effects:
         figures.append((
             plot_factor_effects(effects, pair_effects, points, output_dir / "factor_effects.png",
-                                display),
+                                display, f"Which design choices matter? ({seeds_phrase(ok)} per variant)"),
             f"Left: the effect of each design choice on test accuracy with its {fa.CONFIDENCE:.0%} "
             "interval from the factorial model (red where the interval excludes zero). Right: each variant's "
             "test accuracy per seed (points) with its mean and interval."))
