@@ -199,8 +199,8 @@ def test_a_level_with_one_seed_reports_its_table_without_a_figure(tmp_path):
     tables, figures = report_study.claims_section(runs, [*levels.FACTORS, "epochs"], None, tmp_path)
     assert figures == [] and not list(tmp_path.iterdir())
     verdicts = {t[0]: {row[0][:2]: row[-1] for row in t[3]} for t in tables}
-    assert verdicts["The classic claims, tested at epochs 8"]["6a"].startswith("no verdict: one seed")
-    assert verdicts["The classic claims, tested at epochs 32"]["6a"] == "contradicted"
+    assert verdicts["The classic claims, tested at 8 epochs"]["6a"].startswith("no verdict: one seed")
+    assert verdicts["The classic claims, tested at 32 epochs"]["6a"] == "contradicted"
     assert verdicts["Does the verdict depend on epochs?"]["6a"].startswith("yes")
     six = next(row for row in tables[-1][3] if row[0].startswith("6a"))
     assert six[1].endswith("(no verdict)") and six[2].endswith("(contradicted)")

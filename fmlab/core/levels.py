@@ -115,8 +115,12 @@ def setting_level(field, value):
     displayed `epochs8` (the suffix of the variants' names; label_smoothing=0.1:
     `label-smoothing0.1`)."""
     text = format_value(value)  # no underscore in the display: names split on them
-    return Level(f"{field}={text}", f"{field.replace('_', '-')}{text}", value, None,
-                 f"{field} {text}")
+    described = SETTING_WORDS.get(field, f"{field.replace('_', ' ')} {{}}").format(text)
+    return Level(f"{field}={text}", f"{field.replace('_', '-')}{text}", value, None, described)
+
+
+# how a title reads a setting's level where "field value" reads awkwardly ("at 8 epochs")
+SETTING_WORDS = {"epochs": "{} epochs", "batch_size": "batch size {}"}
 
 
 def format_value(value):
