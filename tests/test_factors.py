@@ -178,6 +178,11 @@ def test_k_factor_effects_and_the_claim_by_factor_interaction_match_cell_means()
     # claims with nothing planted do not depend on the budget
     three = next(e for e in result["interactions"] if e["claim"].startswith("3a"))
     assert not three["depends"] and not three["separate"]["depends"]
+    # the words beside each test give the p value of the rule that decides it
+    from fmlab.figures.claims import depends_words
+    for e in result["interactions"]:
+        p = float(depends_words(e).split("Bonferroni p = ")[1].rstrip(")"))
+        assert (p < 0.05) == e["depends"] and depends_words(e).startswith("yes" if e["depends"] else "not shown")
     from fmlab.report import report_study
     note = report_study.separate_variances_note(result, "epochs")
     assert "the same claims depend on epochs" in note
@@ -206,6 +211,7 @@ def test_a_level_with_one_seed_reports_its_table_without_a_figure(tmp_path):
     assert six[1].endswith("(no verdict)") and six[2].endswith("(contradicted)")
     full, _ = report_study.claims_section(budget_runs(), [*levels.FACTORS, "epochs"], None, tmp_path)
     assert (tmp_path / "claims_by_epochs.png").exists() and len(full) == 3
+
 
 @pytest.mark.trains
 def test_a_four_factor_grid_lists_trains_resumes_and_reports(tmp_path, monkeypatch, capsys):

@@ -18,7 +18,7 @@ LEVEL_COLORS = ["#1b9e77", "#7570b3", "#d95f02", "#e7298a"]
 @drawn_only_when_changed
 def plot_claims(entries, path):
     """A forest plot: one block per tested claim, its effect in each context (95% interval)
-    and averaged over them (Bonferroni interval, thick), a zero line and the band of +- the
+    and averaged over them (Bonferroni interval, thick), a zero line and the band of ± the
     smallest effect of interest; each block on its own scale (claims differ in unit).
 
     entries: claims.claims_table rows with modelled intervals (effect, low, high, family_low,
@@ -49,7 +49,7 @@ def plot_claims(entries, path):
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle("The claims in every context; right of zero is what the claim says\n"
                  "blue: each context's effect, 95% interval; black: the average, Bonferroni "
-                 "interval (orange: its 95%); grey: +- the smallest effect of interest",
+                 "interval (orange: its 95%); grey: ± the smallest effect of interest",
                  fontsize=9.5)
     return save_figure(fig, path)
 
@@ -63,16 +63,20 @@ def tested_at_every_level(tables):
 
 
 def depends_words(entry):
-    """How a claim x factor test reads: 'yes (Holm p = 0.018)' or 'not shown (Holm p = 0.96)'
-    ('not shown' rather than 'no': the interval says how large a dependence is left open)."""
-    return f"{'yes' if entry['depends'] else 'not shown'} (Holm p = {entry['p_holm']:.2g})"
+    """How a claim x factor test reads: 'yes (Bonferroni p = 0.018)' or 'not shown (Bonferroni
+    p = 1)' ('not shown' rather than 'no': the interval says how large a dependence is left
+    open). The Bonferroni p (m x p, at most 1) is below 5% exactly where the Bonferroni
+    interval excludes zero, the rule that says 'yes'; Holm's step-down p can fall below 5%
+    where that interval does not."""
+    adjusted = min(1.0, entry["p"] * entry["family_size"])
+    return f"{'yes' if entry['depends'] else 'not shown'} (Bonferroni p = {adjusted:.2g})"
 
 
 @drawn_only_when_changed
 def plot_claims_by_level(by_level, display, path, factor, interactions=()):
     """by_level: {level: claims.claims_table rows}; display: {level: its label}. One panel per
     claim tested at every level: a row per level with its effect (marker), 95% interval (thin)
-    and Bonferroni interval (thick), zero (dashed) and +- the smallest effect of interest (grey).
+    and Bonferroni interval (thick), zero (dashed) and ± the smallest effect of interest (grey).
     interactions: claims_by_factor's claim x factor entries, named in each panel's title."""
     levels = list(by_level)
     claims = tested_at_every_level(by_level)
@@ -107,5 +111,5 @@ def plot_claims_by_level(by_level, display, path, factor, interactions=()):
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle(f"The claims at each level of {factor}; right of zero is what the claim says\n"
                  "thick: Bonferroni interval over the claims at that level; thin: 95%; "
-                 "grey: +- the smallest effect of interest", fontsize=9.5)
+                 "grey: ± the smallest effect of interest", fontsize=9.5)
     return save_figure(fig, path)

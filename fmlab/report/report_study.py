@@ -55,7 +55,7 @@ def claims_section(tuned, factors, sensitivity, output_dir):
                                  output_dir / f"claims_by_{factor}.png", factor, result["interactions"]),
             f"Each tested claim's average effect at every level of {factor} (the factorial "
             "model fitted at that level alone): thick, its Bonferroni interval over the claims "
-            "at that level; thin, its 95% interval; grey, +- the smallest effect of interest. "
+            "at that level; thin, its 95% interval; grey, ± the smallest effect of interest. "
             f"Top right: whether the claim depends on {factor} (the table above)."))
     return tables, figures
 
@@ -116,7 +116,7 @@ def claims_figure(rows, output_dir):
             "Each tested claim's effect in every context (the combination of the other two "
             "choices; thin lines: 95% intervals from the model; 5b, one seed per variant: the "
             "observed difference, no interval) and averaged over them "
-            "(black, with the Bonferroni interval as a thick bar); the grey band is +- the "
+            "(black, with the Bonferroni interval as a thick bar); the grey band is ± the "
             "smallest effect of interest, the dashed line zero. Right of zero is what the "
             "claim says.")
 
