@@ -66,8 +66,7 @@ def depends_words(entry):
     """How a claim x factor test reads: 'yes (Bonferroni p = 0.018)' or 'not shown (Bonferroni
     p = 1)' ('not shown' rather than 'no': the interval says how large a dependence is left
     open). The Bonferroni p (m x p, at most 1) is below 5% exactly where the Bonferroni
-    interval excludes zero, the rule that says 'yes'; Holm's step-down p can fall below 5%
-    where that interval does not."""
+    interval excludes zero, the rule that says 'yes'."""
     adjusted = min(1.0, entry["p"] * entry["family_size"])
     return f"{'yes' if entry['depends'] else 'not shown'} (Bonferroni p = {adjusted:.2g})"
 

@@ -311,7 +311,7 @@ def claims_table(runs, sensitivity=None, confidence=factorial.CONFIDENCE):
     alpha = (1 - confidence) / max(len(modelled), 1)
     for entry, wide in zip(modelled, adjusted):
         entry.update(family_low=wide["family_low"], family_high=wide["family_high"],
-                     family_size=len(modelled), p_holm=wide["p_holm"])
+                     family_size=len(modelled))
     for entry in tested:
         if "verdict" not in entry:
             entry["verdict"] = verdict(entry, alpha)

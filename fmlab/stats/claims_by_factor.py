@@ -18,8 +18,8 @@ def claims_by_level(runs, factor, sensitivity=None, confidence=factorial.CONFIDE
     budget), and each claim's interaction with it: {"levels": {level: claims_table},
     "interactions": [entry per claim]}. An interaction entry is the claim's signed effect at
     each non-reference level minus at the reference level (the factor's first), from one
-    factorial model over every level with seeds as blocks, with Bonferroni intervals and
-    Holm p values over the claims ("does the verdict depend on the factor?"). 5b (one seed
+    factorial model over every level with seeds as blocks, with Bonferroni intervals over
+    the claims ("does the verdict depend on the factor?"). 5b (one seed
     per variant) has no interaction test."""
     present = {r[factor] for r in runs if factor in r}
     levels = [level for level in LEVELS[factor] if level in present]  # the registry's order

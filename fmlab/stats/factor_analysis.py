@@ -98,7 +98,7 @@ def interactions(rows, factors, metric="test_accuracy"):
 
 
 def with_family_significance(entries, confidence=CONFIDENCE):
-    """The entries with Bonferroni intervals over all of them (and Holm's p values)."""
+    """The entries with Bonferroni intervals over all of them."""
     return [{**e, "family_significant": excludes_zero(e["family_low"], e["family_high"])}
             for e in factorial.family_adjusted(entries, confidence)]
 

@@ -223,34 +223,15 @@ def grand_mean(design):
 # ----------------------------------------------------------------------------- families, power
 
 def family_adjusted(entries, confidence=CONFIDENCE):
-    """The entries read together, with Bonferroni intervals (each at 1 - (1 - confidence)/m, so
-    all m hold at once with the stated confidence) and Holm-adjusted p values (holm_adjusted)
-    added."""
+    """The entries read together, with Bonferroni intervals added (each at
+    1 - (1 - confidence)/m, so all m hold at once with the stated confidence)."""
     m = len(entries)
     each = 1 - (1 - confidence) / max(m, 1)
-    p = [e["p"] for e in entries]
-    finite = [i for i, v in enumerate(p) if np.isfinite(v)]
-    holm = np.full(m, np.nan)
-    if finite:
-        holm[finite] = holm_adjusted([p[i] for i in finite])
     adjusted = []
-    for e, h in zip(entries, holm):
+    for e in entries:
         wide = interval(e, each)
         adjusted.append({**e, "family_size": m, "family_low": wide["low"],
-                         "family_high": wide["high"], "p_holm": float(h)})
-    return adjusted
-
-
-def holm_adjusted(p_values):
-    """Holm's step-down adjusted p values: the k-th smallest times (m - k + 1), made
-    non-decreasing in that order, at most 1. The same numbers as statsmodels'
-    multipletests(method="holm"), which also runs a full gc.collect() on every call: half a
-    second in a process that holds TensorFlow, and the report adjusts many families."""
-    p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    stepped = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.minimum(stepped, 1.0)
+                         "family_high": wide["high"]})
     return adjusted
 
 
