@@ -183,6 +183,7 @@ def test_k_factor_effects_and_the_claim_by_factor_interaction_match_cell_means()
     for e in result["interactions"]:
         p = float(depends_words(e).split("Bonferroni p = ")[1].rstrip(")"))
         assert (p < 0.05) == e["depends"] and depends_words(e).startswith("yes" if e["depends"] else "not shown")
+    assert depends_words({**three, "p": np.nan}) == "no test (no residual df)"
     from fmlab.report import report_study
     note = report_study.separate_variances_note(result, "epochs")
     assert "the same claims depend on epochs" in note

@@ -67,6 +67,8 @@ def depends_words(entry):
     p = 1)' ('not shown' rather than 'no': the interval says how large a dependence is left
     open). The Bonferroni p (m x p, at most 1) is below 5% exactly where the Bonferroni
     interval excludes zero, the rule that says 'yes'."""
+    if not np.isfinite(entry["p"]):
+        return "no test (no residual df)"
     adjusted = min(1.0, entry["p"] * entry["family_size"])
     return f"{'yes' if entry['depends'] else 'not shown'} (Bonferroni p = {adjusted:.2g})"
 
